@@ -1,0 +1,204 @@
+"""``commons-session``: serve, migrate, manage institutions, purge.
+
+Flags override the matching ``COMMONS_SESSION_*`` variables, so the CLI and the server always
+read the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from .config import Settings
+from .domain.models import AccountSettings, Institution
+from .errors import InvalidInstitution, SessionServiceError
+from .stores.base import Stores
+from .stores.factory import open_stores
+
+__all__ = ["main"]
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"true", "yes", "1", "on"}:
+        return True
+    if lowered in {"false", "no", "0", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _secret(value: str) -> str:
+    """``-`` reads the secret from standard input, keeping it out of the process list."""
+    return sys.stdin.readline().rstrip("\r\n") if value == "-" else value
+
+
+def _describe(institution: Institution) -> dict[str, Any]:
+    return {
+        "consumer_key": institution.consumer_key,
+        "name": institution.name,
+        "rotating": len(institution.secrets) > 1,
+        "settings": institution.settings.as_dict(),
+    }
+
+
+async def _with_stores(settings: Settings, action: Callable[[Stores], Awaitable[int]]) -> int:
+    stores = open_stores(settings.database_url)
+    try:
+        return await action(stores)
+    finally:
+        await stores.close()
+
+
+def _require_nonempty(**values: str) -> None:
+    empty = [name.replace("_", "-") for name, value in values.items() if not value.strip()]
+    if empty:
+        raise InvalidInstitution(f"--{', --'.join(empty)} must not be empty.")
+
+
+async def _institutions(args: argparse.Namespace, stores: Stores) -> int:
+    records, now = stores.records, time.time()
+    if args.action == "add":
+        secret = _secret(args.secret)
+        _require_nonempty(consumer_key=args.consumer_key, secret=secret, name=args.name)
+        institution = await records.add_institution(args.consumer_key, args.name, secret, now)
+        print(f"added institution {institution.consumer_key!r} ({institution.name})")
+    elif args.action == "list":
+        found = [_describe(i) for i in await records.list_institutions()]
+        if args.json:
+            print(json.dumps(found, indent=2))
+        for item in [] if args.json else found:
+            rotating = "  (rotating: two secrets verify)" if item["rotating"] else ""
+            print(f"{item['consumer_key']}\t{item['name']}{rotating}")
+    elif args.action == "remove":
+        institution = await records.remove_institution(args.consumer_key)
+        ended = await stores.sessions.delete_for_institution(institution.id)
+        print(f"removed institution {institution.consumer_key!r}; ended {ended} session(s)")
+    elif args.action == "rotate-secret":
+        secret = _secret(args.secret)
+        _require_nonempty(secret=secret)
+        await records.rotate_secret(args.consumer_key, secret)
+        print(
+            f"rotating {args.consumer_key!r}: the new and the previous secret both verify until "
+            "'institutions finish-rotation'"
+        )
+    elif args.action == "finish-rotation":
+        await records.finish_rotation(args.consumer_key)
+        print(f"{args.consumer_key!r}: only the current secret verifies now")
+    elif args.action == "settings":
+        institution = await records.get_institution(args.consumer_key)
+        if institution is None:
+            await records.finish_rotation(args.consumer_key)  # raises InstitutionNotFound
+            return 1
+        changes = {k: v for k, v in vars(args).items() if k in AccountSettings.__dataclass_fields__ and v is not None}
+        if changes.get("state_standard") == "":
+            changes["state_standard"] = None
+        merged = AccountSettings.from_dict({**institution.settings.as_dict(), **changes})
+        updated = await records.update_settings(args.consumer_key, merged)
+        print(json.dumps(updated.settings.as_dict(), indent=2))
+    return 0
+
+
+async def _purge(settings: Settings, stores: Stores) -> int:
+    now = time.time()
+    sessions = await stores.sessions.purge_expired(now, settings.idle_timeout)
+    claims = await stores.once.purge_expired(now)
+    print(f"purged {sessions} expired session(s) and {claims} expired single-use marker(s)")
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    # Open (and migrate) once here, so a bad URL or a too-new schema fails before binding.
+    asyncio.run(_with_stores(settings, lambda stores: _noop()))
+    print(f"commons-session serving on http://{args.host}:{args.port} ({settings.database_url})", file=sys.stderr)
+    Server(
+        "commons_session.http.app:create_app",
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        factory=True,
+        log_access=False,  # we log access ourselves, with ids redacted
+        log_level=settings.log_level.lower(),  # type: ignore[arg-type]
+        websockets=False,
+    ).serve()
+    return 0
+
+
+async def _noop() -> int:
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="commons-session", description=__doc__)
+    parser.add_argument("--database-url", help="overrides COMMONS_SESSION_DATABASE_URL")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+    commands.add_parser("purge", help="delete expired sessions and single-use markers")
+
+    institutions = commands.add_parser("institutions", help="manage registered Canvases")
+    actions = institutions.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="register a Canvas by consumer key and shared secret")
+    add.add_argument("--consumer-key", required=True)
+    add.add_argument("--secret", required=True, help="the shared secret, or - to read stdin")
+    add.add_argument("--name", required=True)
+    listing = actions.add_parser("list", help="list registered Canvases (never their secrets)")
+    listing.add_argument("--json", action="store_true")
+    remove = actions.add_parser("remove", help="remove a Canvas, its users and their sessions")
+    remove.add_argument("--consumer-key", required=True)
+    rotate = actions.add_parser("rotate-secret", help="start using a new secret; the old one still verifies")
+    rotate.add_argument("--consumer-key", required=True)
+    rotate.add_argument("--secret", required=True, help="the new secret, or - to read stdin")
+    finish = actions.add_parser("finish-rotation", help="stop accepting the previous secret")
+    finish.add_argument("--consumer-key", required=True)
+    flags = actions.add_parser("settings", help="show or change the account settings flags")
+    flags.add_argument("--consumer-key", required=True)
+    for name in AccountSettings.__dataclass_fields__:
+        option = "--" + name.replace("_", "-")
+        if name == "state_standard":
+            flags.add_argument(option, dest=name, help="a state standard name, or '' for none")
+        else:
+            flags.add_argument(option, dest=name, type=_bool, metavar="true|false")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.database_url:
+        os.environ["COMMONS_SESSION_DATABASE_URL"] = args.database_url  # workers read it too
+    try:
+        settings = Settings()
+        if args.command == "serve":
+            return _serve(args, settings)
+        if args.command == "migrate":
+            return asyncio.run(_with_stores(settings, lambda stores: _migrated(settings)))
+        if args.command == "purge":
+            return asyncio.run(_with_stores(settings, lambda stores: _purge(settings, stores)))
+        return asyncio.run(_with_stores(settings, lambda stores: _institutions(args, stores)))
+    except ValidationError as exc:
+        print(f"commons-session: invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    except (SessionServiceError, ValueError) as exc:
+        print(f"commons-session: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+
+
+async def _migrated(settings: Settings) -> int:
+    print(f"schema is current ({settings.database_url})")
+    return 0

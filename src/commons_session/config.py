@@ -1,0 +1,90 @@
+"""Settings, read from ``COMMONS_SESSION_*`` environment variables (the CLI's flags set the same).
+
+Every duration is in seconds. docs/configuration.md lists each setting with its default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_TERMS_TEXT", "Settings"]
+
+DEFAULT_TERMS_TEXT = """\
+Commons lets you find, share and import learning resources from your Canvas courses.
+
+1. You use Commons through your institution's Canvas account, and your institution's
+   policies apply to what you share.
+2. Share only resources that you have the right to share. Resources you share publicly
+   can be seen and imported by people at other institutions.
+3. We store your name, Canvas user id, roles and avatar as Canvas sends them at launch, so
+   that Commons can show who shared what. Sessions record when they were created and last
+   used, and end when you log out or after a period of inactivity.
+4. These terms may change. When they do, you will be asked to accept the new version before
+   you can create new sessions.
+"""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMMONS_SESSION_", extra="ignore")
+
+    #: ``sqlite:///relative/path.db`` (default: a file in the working directory).
+    database_url: str = "sqlite:///commons-session.db"
+
+    #: Oldest ``iat`` a Canvas JWT may carry. 0 turns the age check off: UNSAFE, because a
+    #: leaked token then works forever (until its single use).
+    jwt_max_age: int = Field(default=300, ge=0)  # 5 minutes
+    #: How far in the future an ``iat`` may be (clock skew between Canvas and us).
+    jwt_future_skew: int = Field(default=60, ge=0)  # 1 minute
+    #: Used tokens are remembered this long when ``jwt_max_age`` is 0.
+    jwt_replay_retention: int = Field(default=86_400, ge=1)  # 1 day
+    #: Largest JWT accepted, in bytes. Canvas' tokens are a few KB.
+    jwt_max_bytes: int = Field(default=16_384, ge=256)
+
+    #: A session ends after this long without a request.
+    idle_timeout: int = Field(default=3_600, ge=1)  # 1 hour
+    #: ... and this long after it was created, whatever happens.
+    absolute_timeout: int = Field(default=43_200, ge=1)  # 12 hours
+    #: Reads record activity at most this often, so a read does not write every time.
+    touch_interval: int = Field(default=60, ge=0)  # 1 minute
+
+    #: ``Secure`` + ``SameSite=None`` (needed inside Canvas' iframe). Set false only for
+    #: plain-HTTP local use; the cookie is then ``SameSite=Lax`` without ``Secure``.
+    cookie_secure: bool = True
+
+    #: External base URL (``https://lor.example.edu``), used to rebuild the URL that Canvas
+    #: signed when a proxy sits in front. Default: the request's own URL.
+    public_url: str | None = None
+
+    #: OAuth 1.0a timestamps may be this far from our clock (Canvas allows 90 minutes).
+    oauth_timestamp_window: int = Field(default=5_400, ge=1)
+
+    #: The current terms of service; publishing a new version makes everyone accept again.
+    terms_version: str = "2026-11-01"
+    terms_text: str = DEFAULT_TERMS_TEXT
+    #: If set, the terms text is read from this file instead of ``terms_text``.
+    terms_file: Path | None = None
+
+    #: Largest request body, in bytes; larger ones get 413.
+    max_body_bytes: int = Field(default=65_536, ge=1_024)
+
+    log_level: str = "info"
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
+    @field_validator("terms_version")
+    @classmethod
+    def _nonempty_version(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("terms_version must not be empty")
+        return value
+
+    def current_terms_text(self) -> str:
+        if self.terms_file is not None:
+            return self.terms_file.read_text("utf-8")
+        return self.terms_text

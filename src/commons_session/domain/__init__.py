@@ -1,0 +1,1 @@
+"""The domain: tokens, LTI launches, sessions and terms. No web framework, no database driver."""

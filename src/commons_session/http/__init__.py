@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, session-id carriers, problem responses, middleware."""

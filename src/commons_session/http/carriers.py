@@ -1,0 +1,61 @@
+"""Where a request may carry its session id, in the order the reference page lists them:
+cookie ``session``, header ``x-session-id``, query ``session-id``, the first query ``state``
+value, body property ``sessionId``. The first one found wins; two different ids are an error,
+never a silent choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import Headers, QueryParams
+
+from ..errors import ConflictingSessionIds
+
+__all__ = ["COOKIE_NAME", "Carried", "extract_session_id"]
+
+COOKIE_NAME = "session"
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    session_id: str
+    #: "cookie", "header", "query", "state" or "body": the first carrier that held it.
+    carrier: str
+
+
+def _cookie_values(headers: Headers) -> list[str]:
+    """Every ``session`` cookie, including duplicates that a dict-based parser would hide."""
+    values = []
+    for header in headers.getlist("cookie"):
+        for part in header.split(";"):
+            name, sep, value = part.strip().partition("=")
+            if sep and name.strip() == COOKIE_NAME:
+                values.append(value.strip().strip('"'))
+    return values
+
+
+def extract_session_id(
+    headers: Headers, query: QueryParams, body: Mapping[str, Any] | None = None
+) -> Carried | None:
+    """The one session id the request carries, or None. ``ConflictingSessionIds`` if carriers
+    disagree. Empty values count as absent (a cleared cookie is ``session=``)."""
+    states = query.getlist("state")
+    body_value = body.get("sessionId") if body is not None else None
+    found: list[tuple[str, str]] = []
+    for carrier, values in (
+        ("cookie", _cookie_values(headers)),
+        ("header", headers.getlist("x-session-id")),
+        ("query", query.getlist("session-id")),
+        ("state", states[:1]),
+        ("body", [body_value] if isinstance(body_value, str) else []),
+    ):
+        found.extend((carrier, v.strip()) for v in values if v and v.strip())
+    if not found:
+        return None
+    carrier, session_id = found[0]
+    if any(other != session_id for _, other in found[1:]):
+        raise ConflictingSessionIds()
+    return Carried(session_id, carrier)

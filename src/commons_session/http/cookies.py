@@ -1,0 +1,33 @@
+"""The ``session`` cookie. ``Secure; SameSite=None`` by default because Canvas shows the tool
+in a cross-site iframe; ``cookie_secure=false`` is for plain-HTTP local use only."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from ..config import Settings
+from .carriers import COOKIE_NAME
+
+__all__ = ["clear_session_cookie", "set_session_cookie"]
+
+
+def set_session_cookie(response: Response, session_id: str, settings: Settings) -> None:
+    response.set_cookie(
+        COOKIE_NAME,
+        session_id,
+        max_age=settings.absolute_timeout,
+        path="/",
+        httponly=True,
+        secure=settings.cookie_secure,
+        samesite="none" if settings.cookie_secure else "lax",
+    )
+
+
+def clear_session_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(
+        COOKIE_NAME,
+        path="/",
+        httponly=True,
+        secure=settings.cookie_secure,
+        samesite="none" if settings.cookie_secure else "lax",
+    )

@@ -1,0 +1,107 @@
+"""RFC 9457 problem details: every error answer is ``application/problem+json`` with a stable
+``code``. Stack traces never leave the process."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .. import errors
+from .middleware import redact_path
+
+__all__ = ["ProblemResponse", "exception_handlers", "problem", "status_for"]
+
+log = logging.getLogger("commons_session.errors")
+security_log = logging.getLogger("commons_session.security")
+
+# Most specific first; the first match wins.
+_STATUS: list[tuple[type[errors.SessionServiceError], int]] = [
+    (errors.TokenTooLarge, 413),
+    (errors.BadRequest, 400),
+    (errors.AuthenticationError, 401),
+    (errors.Forbidden, 403),
+    (errors.TermsVersionMismatch, 409),
+    (errors.InstitutionNotFound, 404),
+    (errors.InstitutionError, 400),
+    (errors.StoreUnavailable, 503),
+    (errors.SchemaTooNew, 503),
+    (errors.StoreError, 500),
+]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ProblemResponse(JSONResponse):
+    media_type = "application/problem+json"
+
+
+def status_for(exc: errors.SessionServiceError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> ProblemResponse:
+    body = {
+        "type": f"urn:commons-session:problem:{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "code": code,
+        "detail": detail,
+        **extra,
+    }
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.SessionServiceError)
+    status = status_for(exc)
+    if status in (401, 403):
+        # Details for operators; the caller gets only the stable code and message.
+        security_log.info("refused %s %s: %s", request.method, redact_path(request.url.path), exc.code)
+    elif status >= 500:
+        log.error("store failure on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return problem(status, exc.code, exc.message, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404:
+        detail = f"No route {redact_path(request.url.path)!r} here; see /openapi.json."
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on this route."
+    return problem(exc.status_code, code, detail, headers=dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
+    return problem(500, "internal_error", "Something went wrong on our side; it has been logged.")
+
+
+exception_handlers: dict[Any, Any] = {
+    errors.SessionServiceError: _service_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

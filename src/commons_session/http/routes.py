@@ -1,0 +1,246 @@
+"""The routes. Each handler reads the request, calls the service once or twice, and shapes the
+answer; the rules live in ``domain.service``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from ..config import Settings
+from ..domain.ids import same_id
+from ..domain.models import SessionRecord
+from ..domain.service import SessionService
+from ..errors import (
+    BadRequest,
+    CrossOriginRequest,
+    InvalidSession,
+    NotYourSession,
+    SessionRequired,
+)
+from . import pages
+from .bodies import FORM, Body, read_body
+from .carriers import Carried, _cookie_values, extract_session_id
+from .cookies import clear_session_cookie, set_session_cookie
+from .openapi import openapi_document
+from .problems import problem, status_for
+
+__all__ = ["csrf_token_for", "routes"]
+
+
+def _service(request: Request) -> SessionService:
+    service: SessionService = request.app.state.service
+    return service
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def csrf_token_for(session_id: str) -> str:
+    """A form token only the session's holder can compute: cross-site forms cannot forge it."""
+    return hmac.new(session_id.encode(), b"commons-session form", hashlib.sha256).hexdigest()
+
+
+def _check_csrf(carried: Carried, body: Body) -> None:
+    """A cookie rides along on cross-site form posts, so a form authenticated by the cookie
+    must also carry the token from our own page. JSON cannot be posted cross-site without a
+    CORS preflight, which we never grant."""
+    if carried.carrier == "cookie" and body.media_type == FORM:
+        token = (body.fields or {}).get("csrf_token")
+        if not isinstance(token, str) or not hmac.compare_digest(token, csrf_token_for(carried.session_id)):
+            raise CrossOriginRequest()
+
+
+async def _authenticated(request: Request, body: Body | None = None) -> tuple[Carried, SessionRecord]:
+    carried = extract_session_id(request.headers, request.query_params, body.fields if body else None)
+    if carried is None:
+        raise SessionRequired()
+    return carried, await _service(request).authenticate(carried.session_id)
+
+
+def _signed_url(request: Request) -> str:
+    """The URL Canvas signed. Behind a proxy that is the public one, not the one we see."""
+    public = _settings(request).public_url
+    if public is None:
+        return str(request.url)
+    query = request.url.query
+    return public + request.url.path + (f"?{query}" if query else "")
+
+
+# -- Session API ----------------------------------------------------------------------------
+
+
+async def create_session(request: Request) -> Response:
+    settings = _settings(request)
+    body = await read_body(request, settings.max_body_bytes)
+    token = (body.fields or {}).get("jwt_token")
+    if not isinstance(token, str) or not token.strip():
+        raise BadRequest("Send the Canvas JWT as the string property 'jwt_token'.")
+    service = _service(request)
+    issued = await service.create_from_jwt(token.strip(), request.headers.get("user-agent"))
+    content = {"sessionId": issued.session_id, **service.contents(issued.session_id, issued.record)}
+    response = JSONResponse(
+        content, status_code=201, headers={"Location": f"/api/sessions/{issued.session_id}"}
+    )
+    set_session_cookie(response, issued.session_id, settings)
+    return response
+
+
+async def read_session(request: Request) -> Response:
+    carried, record = await _authenticated(request)
+    if not same_id(request.path_params["session_id"], carried.session_id):
+        raise NotYourSession()
+    return JSONResponse(_service(request).contents(carried.session_id, record))
+
+
+async def logout(request: Request) -> Response:
+    settings = _settings(request)
+    body = await read_body(request, settings.max_body_bytes) if request.method == "POST" else None
+    carried = extract_session_id(request.headers, request.query_params, body.fields if body else None)
+    try:
+        if carried is None:
+            raise SessionRequired()
+        await _service(request).logout(carried.session_id)
+    except (SessionRequired, InvalidSession) as exc:
+        refused: Response = problem(status_for(exc), exc.code, exc.message)
+        clear_session_cookie(refused, settings)
+        return refused
+    response = Response(status_code=204)
+    clear_session_cookie(response, settings)
+    return response
+
+
+# -- Terms of service -----------------------------------------------------------------------
+
+
+async def terms_status(request: Request) -> Response:
+    _, record = await _authenticated(request)
+    service = _service(request)
+    return JSONResponse(
+        {
+            "version": service.terms.version,
+            "text": service.terms.text,
+            "accepted": await service.has_accepted_terms(record),
+        }
+    )
+
+
+def _version(body: Body) -> str:
+    version = (body.fields or {}).get("version")
+    if not isinstance(version, str) or not version:
+        raise BadRequest("Send the accepted terms version as the string property 'version'.")
+    return version
+
+
+async def accept_terms(request: Request) -> Response:
+    body = await read_body(request, _settings(request).max_body_bytes)
+    carried, record = await _authenticated(request, body)
+    _check_csrf(carried, body)
+    await _service(request).accept_terms(record, _version(body))
+    return Response(status_code=204)
+
+
+# -- LTI 1.1 launch -------------------------------------------------------------------------
+
+
+async def lti_launch(request: Request) -> Response:
+    settings = _settings(request)
+    body = await read_body(request, settings.max_body_bytes, accept=(FORM,))
+    held = next(iter(_cookie_values(request.headers)), None)
+    result = await _service(request).launch(
+        uri=_signed_url(request),
+        body=body.text,
+        content_type=FORM,
+        held_session_id=held,
+        user_agent=request.headers.get("user-agent"),
+    )
+    response = RedirectResponse("/" if result.terms_accepted else "/terms", status_code=303)
+    set_session_cookie(response, result.issued.session_id, settings)
+    return response
+
+
+# -- Pages ----------------------------------------------------------------------------------
+
+
+async def _page_session(request: Request) -> tuple[Carried, SessionRecord] | None:
+    """Pages show a signed-out view instead of an error."""
+    try:
+        return await _authenticated(request)
+    except (SessionRequired, InvalidSession):
+        return None
+
+
+async def home_page(request: Request) -> Response:
+    found = await _page_session(request)
+    service = _service(request)
+    if found is None:
+        return pages.signed_out()
+    carried, record = found
+    return pages.home(
+        service.contents(carried.session_id, record),
+        accepted=await service.has_accepted_terms(record),
+        csrf_token=csrf_token_for(carried.session_id),
+    )
+
+
+async def terms_page(request: Request) -> Response:
+    found = await _page_session(request)
+    service = _service(request)
+    if found is None:
+        return pages.terms(service.terms, accepted=None, csrf_token=None)
+    carried, record = found
+    return pages.terms(
+        service.terms,
+        accepted=await service.has_accepted_terms(record),
+        csrf_token=csrf_token_for(carried.session_id),
+    )
+
+
+async def accept_terms_form(request: Request) -> Response:
+    body = await read_body(request, _settings(request).max_body_bytes, accept=(FORM,))
+    carried, record = await _authenticated(request, body)
+    _check_csrf(carried, body)
+    await _service(request).accept_terms(record, _version(body))
+    return RedirectResponse("/", status_code=303)
+
+
+async def logout_form(request: Request) -> Response:
+    settings = _settings(request)
+    body = await read_body(request, settings.max_body_bytes, accept=(FORM,))
+    carried, _ = await _authenticated(request, body)
+    _check_csrf(carried, body)
+    await _service(request).logout(carried.session_id)
+    response = RedirectResponse("/", status_code=303)
+    clear_session_cookie(response, settings)
+    return response
+
+
+# -- Meta -----------------------------------------------------------------------------------
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+routes = [
+    Route("/api/sessions", create_session, methods=["POST"]),
+    Route("/api/sessions/logout", logout, methods=["GET", "POST"]),
+    Route("/api/sessions/{session_id}", read_session, methods=["GET"]),
+    Route("/api/terms", terms_status, methods=["GET"]),
+    Route("/api/terms/accept", accept_terms, methods=["POST"]),
+    Route("/api/lti", lti_launch, methods=["POST"]),
+    Route("/", home_page, methods=["GET"]),
+    Route("/terms", terms_page, methods=["GET"]),
+    Route("/terms", accept_terms_form, methods=["POST"]),
+    Route("/logout", logout_form, methods=["POST"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+]

@@ -1,0 +1,1 @@
+"""Stores: one contract in ``base.py``, one module per backend."""

@@ -1,0 +1,137 @@
+"""The store contract every backend implements.
+
+Three roles, because the scale-out deployment splits them across engines (durable records in
+PostgreSQL, sessions and single-use markers in Redis) while the embedded default keeps all three
+in one SQLite file:
+
+- ``RecordStore``: institutions, users, launches and terms acceptances (durable).
+- ``SessionStore``: sessions, keyed by the SHA-256 of their id.
+- ``OnceStore``: single-use markers with an expiry (OAuth nonces, used JWTs).
+
+All methods are ``async`` so a backend may do network I/O; the SQLite backend answers without
+awaiting because a primary-key lookup in a local file is faster than a thread hop.
+Times are POSIX seconds (floats) from the caller's clock; stores never read the clock themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..domain.models import AccountSettings, Identity, Institution, Profile, SessionRecord, User
+
+__all__ = ["OnceStore", "RecordStore", "SessionStore", "Stores"]
+
+
+class RecordStore:
+    async def add_institution(self, consumer_key: str, name: str, secret: str, now: float) -> Institution:
+        """Register an institution. Raises ``DuplicateInstitution`` if the key is taken."""
+        raise NotImplementedError("subclasses of RecordStore must provide add_institution()")
+
+    async def get_institution(self, consumer_key: str) -> Institution | None:
+        """The institution with exactly this consumer key, or None."""
+        raise NotImplementedError("subclasses of RecordStore must provide get_institution()")
+
+    async def list_institutions(self) -> list[Institution]:
+        """All institutions, ordered by consumer key."""
+        raise NotImplementedError("subclasses of RecordStore must provide list_institutions()")
+
+    async def remove_institution(self, consumer_key: str) -> Institution:
+        """Delete the institution with its users, launches and acceptances.
+        Raises ``InstitutionNotFound``. The caller ends its sessions."""
+        raise NotImplementedError("subclasses of RecordStore must provide remove_institution()")
+
+    async def rotate_secret(self, consumer_key: str, new_secret: str) -> Institution:
+        """Make ``new_secret`` current and keep the current one as the only previous one, so both
+        verify until ``finish_rotation``. Raises ``InstitutionNotFound``."""
+        raise NotImplementedError("subclasses of RecordStore must provide rotate_secret()")
+
+    async def finish_rotation(self, consumer_key: str) -> Institution:
+        """Forget every secret but the current one. Raises ``InstitutionNotFound``."""
+        raise NotImplementedError("subclasses of RecordStore must provide finish_rotation()")
+
+    async def update_settings(self, consumer_key: str, settings: AccountSettings) -> Institution:
+        """Replace the institution's account settings. Raises ``InstitutionNotFound``."""
+        raise NotImplementedError("subclasses of RecordStore must provide update_settings()")
+
+    async def record_launch(
+        self, identity: Identity, profile: Profile, context: dict[str, Any], now: float
+    ) -> User:
+        """Create or update the user named by ``identity`` with ``profile`` and append a launch
+        row, atomically. Concurrent launches of one identity yield one user."""
+        raise NotImplementedError("subclasses of RecordStore must provide record_launch()")
+
+    async def find_user(self, identity: Identity) -> User | None:
+        """The user with exactly this identity (institution included), or None."""
+        raise NotImplementedError("subclasses of RecordStore must provide find_user()")
+
+    async def get_user(self, user_id: str) -> User | None:
+        """The user with this id, or None."""
+        raise NotImplementedError("subclasses of RecordStore must provide get_user()")
+
+    async def count_launches(self, user_id: str) -> int:
+        """How many launches are recorded for the user (0 for an unknown user)."""
+        raise NotImplementedError("subclasses of RecordStore must provide count_launches()")
+
+    async def accept_terms(self, user_id: str, version: str, now: float) -> None:
+        """Record that the user accepted ``version``. Accepting twice is not an error; the first
+        acceptance time is kept."""
+        raise NotImplementedError("subclasses of RecordStore must provide accept_terms()")
+
+    async def has_accepted(self, user_id: str, version: str) -> bool:
+        """Whether the user accepted exactly this version."""
+        raise NotImplementedError("subclasses of RecordStore must provide has_accepted()")
+
+
+class SessionStore:
+    async def create(self, session: SessionRecord) -> None:
+        """Store a new session. Raises ``CreateError`` if ``id_hash`` is already stored."""
+        raise NotImplementedError("subclasses of SessionStore must provide create()")
+
+    async def get(self, id_hash: bytes) -> SessionRecord | None:
+        """The session with this hash, or None. May return a session past its expiry (the
+        caller checks, with its clock); never returns one that was deleted."""
+        raise NotImplementedError("subclasses of SessionStore must provide get()")
+
+    async def touch(self, id_hash: bytes, last_seen_at: float) -> bool:
+        """Slide the idle timeout. Returns False, and writes nothing, if the session is gone:
+        a touch must never bring a deleted session back."""
+        raise NotImplementedError("subclasses of SessionStore must provide touch()")
+
+    async def delete(self, id_hash: bytes) -> bool:
+        """End the session. Returns whether it existed."""
+        raise NotImplementedError("subclasses of SessionStore must provide delete()")
+
+    async def delete_for_institution(self, institution_id: int) -> int:
+        """End every session of the institution's users. Returns how many ended."""
+        raise NotImplementedError("subclasses of SessionStore must provide delete_for_institution()")
+
+    async def purge_expired(self, now: float, idle_timeout: float) -> int:
+        """Delete sessions past their absolute or idle end. Returns how many."""
+        raise NotImplementedError("subclasses of SessionStore must provide purge_expired()")
+
+
+class OnceStore:
+    async def claim(self, namespace: str, key: str, expires_at: float, now: float) -> bool:
+        """Mark ``key`` used until ``expires_at``. True if this call claimed it, False if an
+        unexpired claim already stands. Atomic: of two racing claims exactly one wins."""
+        raise NotImplementedError("subclasses of OnceStore must provide claim()")
+
+    async def release(self, namespace: str, key: str) -> None:
+        """Undo a claim whose operation failed later, so the key can be used again."""
+        raise NotImplementedError("subclasses of OnceStore must provide release()")
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete expired claims. Returns how many."""
+        raise NotImplementedError("subclasses of OnceStore must provide purge_expired()")
+
+
+class Stores:
+    """The three roles a deployment wires together, plus their shared lifecycle."""
+
+    def __init__(self, records: RecordStore, sessions: SessionStore, once: OnceStore) -> None:
+        self.records = records
+        self.sessions = sessions
+        self.once = once
+
+    async def close(self) -> None:
+        """Release connections. Safe to call twice."""
