@@ -30,8 +30,7 @@ class CanvasUser:
     given: str = "Ada"
     roles: str = "Instructor"
     ext_roles: str = (
-        "urn:lti:instrole:ims/lis/Instructor,urn:lti:role:ims/lis/Instructor,"
-        "urn:lti:sysrole:ims/lis/User"
+        "urn:lti:instrole:ims/lis/Instructor,urn:lti:role:ims/lis/Instructor,urn:lti:sysrole:ims/lis/User"
     )
     image: str = "https://canvas.example.edu/images/thumbnails/42/avatar.png"
 
@@ -125,5 +124,8 @@ class FakeCanvas:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)  # Canvas secrets are short
             return jwt.encode(
-                payload, self.secret if secret is None else secret, algorithm="HS256", headers={"typ": "JWT"}
+                payload,
+                self.secret if secret is None else secret,
+                algorithm="HS256",
+                headers={"typ": "JWT"},
             )

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from .config import Settings
 from .domain.models import AccountSettings, Institution
-from .errors import InvalidInstitution, SessionServiceError
+from .errors import InstitutionNotFound, InvalidInstitution, SessionServiceError
 from .stores.base import Stores
 from .stores.factory import open_stores
 
@@ -93,14 +93,15 @@ async def _institutions(args: argparse.Namespace, stores: Stores) -> int:
         await records.finish_rotation(args.consumer_key)
         print(f"{args.consumer_key!r}: only the current secret verifies now")
     elif args.action == "settings":
-        institution = await records.get_institution(args.consumer_key)
-        if institution is None:
-            await records.finish_rotation(args.consumer_key)  # raises InstitutionNotFound
-            return 1
-        changes = {k: v for k, v in vars(args).items() if k in AccountSettings.__dataclass_fields__ and v is not None}
+        current = await records.get_institution(args.consumer_key)
+        if current is None:
+            raise InstitutionNotFound(f"No institution has consumer key {args.consumer_key!r}.")
+        changes = {
+            k: v for k, v in vars(args).items() if k in AccountSettings.__dataclass_fields__ and v is not None
+        }
         if changes.get("state_standard") == "":
             changes["state_standard"] = None
-        merged = AccountSettings.from_dict({**institution.settings.as_dict(), **changes})
+        merged = AccountSettings.from_dict({**current.settings.as_dict(), **changes})
         updated = await records.update_settings(args.consumer_key, merged)
         print(json.dumps(updated.settings.as_dict(), indent=2))
     return 0
@@ -120,7 +121,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     # Open (and migrate) once here, so a bad URL or a too-new schema fails before binding.
     asyncio.run(_with_stores(settings, lambda stores: _noop()))
-    print(f"commons-session serving on http://{args.host}:{args.port} ({settings.database_url})", file=sys.stderr)
+    print(
+        f"commons-session serving on http://{args.host}:{args.port} ({settings.database_url})",
+        file=sys.stderr,
+    )
     Server(
         "commons_session.http.app:create_app",
         address=args.host,
@@ -192,7 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_with_stores(settings, lambda stores: _purge(settings, stores)))
         return asyncio.run(_with_stores(settings, lambda stores: _institutions(args, stores)))
     except ValidationError as exc:
-        print(f"commons-session: invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        print(
+            f"commons-session: invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}",
+            file=sys.stderr,
+        )
         return 2
     except (SessionServiceError, ValueError) as exc:
         print(f"commons-session: {getattr(exc, 'message', exc)}", file=sys.stderr)

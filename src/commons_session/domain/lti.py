@@ -41,7 +41,7 @@ _OAUTH_REQUIRED = (
 _PRINTABLE_ASCII = set(map(chr, range(0x21, 0x7F)))
 
 
-class _CanvasValidator(RequestValidator):  # type: ignore[misc]
+class _CanvasValidator(RequestValidator):
     def __init__(self, known_client: bool, secret: str, timestamp_window: int) -> None:
         super().__init__()
         self._known = known_client

@@ -113,7 +113,9 @@ class SessionService:
 
     # -- sessions -------------------------------------------------------------------------
 
-    async def _issue(self, user: User, profile: Profile, institution: Institution, user_agent: str | None) -> Issued:
+    async def _issue(
+        self, user: User, profile: Profile, institution: Institution, user_agent: str | None
+    ) -> Issued:
         now = self.clock()
         session_id = new_session_id()
         record = SessionRecord(
@@ -193,7 +195,9 @@ class SessionService:
         if not await self.stores.once.claim("jwt", digest, keep_until, now):
             raise TokenReplayed()
         try:
-            return await self._issue(user, _merge(lti.parse_profile(claims), user.profile), institution, user_agent)
+            return await self._issue(
+                user, _merge(lti.parse_profile(claims), user.profile), institution, user_agent
+            )
         except BaseException:
             await self.stores.once.release("jwt", digest)
             raise

@@ -24,7 +24,7 @@ _ERRORS = {
     503: "The store is unavailable; retry (`store_unavailable`).",
 }
 
-_SESSION_AUTH = [{"cookie": []}, {"header": []}, {"query": []}, {"state": []}]
+_SESSION_AUTH: list[dict[str, list[str]]] = [{"cookie": []}, {"header": []}, {"query": []}, {"state": []}]
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
@@ -58,8 +58,11 @@ _SESSION_CONTENTS: dict[str, Any] = {
     "required": ["sid", "expires", "userId", "roles", "isAdmin"],
     "properties": {
         "sid": {"type": "string", "description": "The session id you presented."},
-        "expires": {"type": "string", "format": "date-time",
-                    "description": "When the session ends if unused (idle or absolute, earlier)."},
+        "expires": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the session ends if unused (idle or absolute, earlier).",
+        },
         "userId": {"type": "string"},
         "prefersHighContrast": {"type": "boolean"},
         "locale": {"type": "string"},
@@ -95,21 +98,28 @@ def openapi_document() -> dict[str, Any]:
     created = {
         "allOf": [
             {"$ref": "#/components/schemas/SessionContents"},
-            {"type": "object", "required": ["sessionId"],
-             "properties": {"sessionId": {"type": "string", "description": "The new session id."}}},
+            {
+                "type": "object",
+                "required": ["sessionId"],
+                "properties": {"sessionId": {"type": "string", "description": "The new session id."}},
+            },
         ]
     }
-    logout_op = {
+    logout_op: dict[str, Any] = {
         "summary": "Destroy the current session (log out)",
         "security": _SESSION_AUTH,
-        "responses": {"204": {"description": "The session has ended; the cookie is cleared."},
-                      **_errors(400, 401, 503)},
+        "responses": {
+            "204": {"description": "The session has ended; the cookie is cleared."},
+            **_errors(400, 401, 503),
+        },
     }
     post_logout = {
         **logout_op,
         "operationId": "logoutPost",
-        "requestBody": {"required": False, "content": {
-            m: {"schema": {"$ref": "#/components/schemas/SessionIdBody"}} for m in _JSON_OR_FORM}},
+        "requestBody": {
+            "required": False,
+            "content": {m: {"schema": {"$ref": "#/components/schemas/SessionIdBody"}} for m in _JSON_OR_FORM},
+        },
         "responses": {**logout_op["responses"], **_errors(413, 415)},
     }
     return {
@@ -171,8 +181,10 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "getTerms",
                     "summary": "The current terms of service and whether you accepted them",
                     "security": _SESSION_AUTH,
-                    "responses": {"200": _json("TermsStatus", "The current terms."),
-                                  **_errors(400, 401, 503)},
+                    "responses": {
+                        "200": _json("TermsStatus", "The current terms."),
+                        **_errors(400, 401, 503),
+                    },
                 }
             },
             "/api/terms/accept": {
@@ -181,29 +193,43 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Accept the current terms of service",
                     "security": _SESSION_AUTH,
                     "requestBody": _body("AcceptTermsRequest", *_JSON_OR_FORM),
-                    "responses": {"204": {"description": "Acceptance recorded."},
-                                  **_errors(400, 401, 403, 409, 413, 415, 503)},
+                    "responses": {
+                        "204": {"description": "Acceptance recorded."},
+                        **_errors(400, 401, 403, 409, 413, 415, 503),
+                    },
                 }
             },
             "/api/lti": {
                 "post": {
                     "operationId": "ltiLaunch",
                     "summary": "LTI 1.1 basic launch from Canvas (OAuth 1.0a HMAC-SHA1)",
-                    "requestBody": {"required": True, "content": {
-                        "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+                    },
                     "responses": {
-                        "303": {**_REDIRECT, "description":
-                                "Launch recorded, fresh session cookie set; to /terms if the "
-                                "current terms are not yet accepted, else to /."},
+                        "303": {
+                            **_REDIRECT,
+                            "description": "Launch recorded, fresh session cookie set; to /terms if the "
+                            "current terms are not yet accepted, else to /.",
+                        },
                         **_errors(400, 401, 413, 415, 503),
                     },
                 }
             },
-            "/": {"get": {"operationId": "homePage", "summary": "Who is signed in",
-                          "responses": {"200": _html("The home page.")}}},
+            "/": {
+                "get": {
+                    "operationId": "homePage",
+                    "summary": "Who is signed in",
+                    "responses": {"200": _html("The home page.")},
+                }
+            },
             "/terms": {
-                "get": {"operationId": "termsPage", "summary": "The terms of service page",
-                        "responses": {"200": _html("The terms page.")}},
+                "get": {
+                    "operationId": "termsPage",
+                    "summary": "The terms of service page",
+                    "responses": {"200": _html("The terms page.")},
+                },
                 "post": {
                     "operationId": "acceptTermsForm",
                     "summary": "The terms page's accept button (form post)",
@@ -219,20 +245,32 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"303": _REDIRECT, **_errors(400, 401, 403, 413, 415, 503)},
                 }
             },
-            "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
-                                      "responses": {"200": {"description": "OpenAPI 3.1",
-                                                            "content": {"application/json": {}}}}}},
-            "/healthz": {"get": {"operationId": "healthz", "summary": "The process is alive",
-                                 "responses": {"200": {"description": "Alive",
-                                                       "content": {"application/json": {}}}}}},
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "The process is alive",
+                    "responses": {"200": {"description": "Alive", "content": {"application/json": {}}}},
+                }
+            },
         },
         "components": {
             "securitySchemes": {
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "session"},
                 "header": {"type": "apiKey", "in": "header", "name": "x-session-id"},
                 "query": {"type": "apiKey", "in": "query", "name": "session-id"},
-                "state": {"type": "apiKey", "in": "query", "name": "state",
-                          "description": "The first `state` value."},
+                "state": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "state",
+                    "description": "The first `state` value.",
+                },
             },
             "schemas": {
                 "Problem": {
@@ -251,21 +289,33 @@ def openapi_document() -> dict[str, Any]:
                 "CreateSessionRequest": {
                     "type": "object",
                     "required": ["jwt_token"],
-                    "properties": {"jwt_token": {"type": "string",
-                                                 "description": "Exactly as Canvas returned it."}},
+                    "properties": {
+                        "jwt_token": {
+                            "type": "string",
+                            "description": "Exactly as Canvas returned it.",
+                        }
+                    },
                 },
                 "TermsStatus": {
                     "type": "object",
                     "required": ["version", "text", "accepted"],
-                    "properties": {"version": {"type": "string"}, "text": {"type": "string"},
-                                   "accepted": {"type": "boolean"}},
+                    "properties": {
+                        "version": {"type": "string"},
+                        "text": {"type": "string"},
+                        "accepted": {"type": "boolean"},
+                    },
                 },
                 "AcceptTermsRequest": {
                     "type": "object",
                     "required": ["version"],
-                    "properties": {"version": {"type": "string"}, "sessionId": {"type": "string"},
-                                   "csrf_token": {"type": "string", "description":
-                                                  "Required for a form authenticated by the cookie."}},
+                    "properties": {
+                        "version": {"type": "string"},
+                        "sessionId": {"type": "string"},
+                        "csrf_token": {
+                            "type": "string",
+                            "description": "Required for a form authenticated by the cookie.",
+                        },
+                    },
                 },
                 "AcceptTermsForm": {
                     "type": "object",

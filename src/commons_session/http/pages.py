@@ -16,8 +16,7 @@ from ..domain.terms import Terms
 __all__ = ["home", "signed_out", "terms"]
 
 _CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
-    "form-action 'self'; base-uri 'none'"
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; form-action 'self'; base-uri 'none'"
 )
 
 _STYLE = """
@@ -71,7 +70,7 @@ def signed_out() -> HTMLResponse:
 
 def terms(current: Terms, *, accepted: bool | None, csrf_token: str | None) -> HTMLResponse:
     body = (
-        f"<h1>Terms of service</h1><p class=\"note\">Version {escape(current.version)}</p>"
+        f'<h1>Terms of service</h1><p class="note">Version {escape(current.version)}</p>'
         f'<div class="terms" tabindex="0" aria-label="Terms of service text">{escape(current.text)}</div>'
     )
     if accepted:
@@ -101,13 +100,16 @@ def home(contents: dict[str, Any], *, accepted: bool, csrf_token: str) -> HTMLRe
     ]
     details = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in rows)
     terms_note = (
-        "" if accepted else '<p><a href="/terms">Review and accept the terms of service</a> '
+        ""
+        if accepted
+        else '<p><a href="/terms">Review and accept the terms of service</a> '
         "before creating sessions from Canvas JWTs.</p>"
     )
     body = (
         f'<div class="who">{picture}<div><h1>Signed in as {escape(name)}</h1></div></div>'
         f"<dl>{details}</dl>{terms_note}"
-        '<form method="post" action="/logout">' + _hidden("csrf_token", csrf_token)
+        '<form method="post" action="/logout">'
+        + _hidden("csrf_token", csrf_token)
         + '<button class="secondary" type="submit">Log out</button></form>'
     )
     return _page("Signed in", body)

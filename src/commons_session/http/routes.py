@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route

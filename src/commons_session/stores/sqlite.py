@@ -161,7 +161,8 @@ class SqliteRecords(_Sqlite, RecordStore):
 
     def _require(self, consumer_key: str) -> Institution:
         row = self._one(
-            f"SELECT {_INSTITUTION_COLUMNS} FROM institutions WHERE consumer_key = ?", (consumer_key,)
+            f"SELECT {_INSTITUTION_COLUMNS} FROM institutions WHERE consumer_key = ?",
+            (consumer_key,),
         )
         if row is None:
             raise InstitutionNotFound(f"No institution has consumer key {consumer_key!r}.")
@@ -169,7 +170,8 @@ class SqliteRecords(_Sqlite, RecordStore):
 
     async def get_institution(self, consumer_key: str) -> Institution | None:
         row = self._one(
-            f"SELECT {_INSTITUTION_COLUMNS} FROM institutions WHERE consumer_key = ?", (consumer_key,)
+            f"SELECT {_INSTITUTION_COLUMNS} FROM institutions WHERE consumer_key = ?",
+            (consumer_key,),
         )
         return None if row is None else _institution(row)
 
@@ -202,7 +204,9 @@ class SqliteRecords(_Sqlite, RecordStore):
 
     async def finish_rotation(self, consumer_key: str) -> Institution:
         return self._update(
-            consumer_key, "UPDATE institutions SET previous_secret = NULL WHERE consumer_key = ?", ()
+            consumer_key,
+            "UPDATE institutions SET previous_secret = NULL WHERE consumer_key = ?",
+            (),
         )
 
     async def update_settings(self, consumer_key: str, settings: AccountSettings) -> Institution:
