@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ..errors import BadRequest
 
@@ -21,6 +21,11 @@ FORM = "application/x-www-form-urlencoded"
 class InvalidJson(BadRequest):
     code = "invalid_json"
     default_message = "The body is not valid JSON."
+
+
+class IncompleteBody(BadRequest):
+    code = "incomplete_body"
+    default_message = "The body ended before it was complete (short of its Content-Length or badly chunked)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +46,14 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"The body is larger than {limit} bytes.")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"The body is larger than {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"The body is larger than {limit} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # a truncated body is bad input, not our failure
+        raise IncompleteBody() from exc
     return b"".join(chunks)
 
 

@@ -1,0 +1,271 @@
+"""The store contract over SQL, written once for SQLite and PostgreSQL.
+
+Each backend supplies a ``Database``: four small async methods and its own error translation.
+Statements use ``?`` placeholders; a backend that wants another style rewrites them once.
+Everything here is standard SQL both engines accept (``INSERT ... ON CONFLICT ... RETURNING``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from ..domain.models import AccountSettings, Identity, Institution, Profile, SessionRecord, User
+from ..errors import CreateError, DuplicateInstitution, InstitutionNotFound
+from .base import OnceStore, RecordStore, SessionStore
+
+__all__ = ["Database", "SqlOnce", "SqlRecords", "SqlSessions", "UniqueViolation"]
+
+Row = Sequence[Any]
+
+
+class UniqueViolation(Exception):
+    """Raised by a ``Database`` when an insert hits a unique constraint (each backend maps its
+    driver's own error to this, so the stores can turn it into the contract's error)."""
+
+
+class Connection(Protocol):
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; return the number of rows it changed."""
+        ...
+
+
+class Database(Connection, Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection inside one transaction, committed on exit, rolled back on error."""
+        ...
+
+
+def _json(value: Any) -> dict[str, Any]:
+    """SQLite hands back JSON as text, PostgreSQL's JSONB as a dict."""
+    loaded = json.loads(value) if isinstance(value, str | bytes) else value
+    return dict(loaded or {})
+
+
+INSTITUTION_COLUMNS = "id, consumer_key, name, secret, previous_secret, settings, created_at"
+USER_COLUMNS = "id, institution_id, consumer_guid, lti_user_id, profile, created_at, last_launch_at"
+SESSION_COLUMNS = (
+    "id_hash, user_id, institution_id, contents, created_at, last_seen_at, expires_at, user_agent"
+)
+
+
+def institution_from_row(row: Row) -> Institution:
+    secrets = (row[3],) if row[4] is None else (row[3], row[4])
+    return Institution(
+        id=int(row[0]),
+        consumer_key=row[1],
+        name=row[2],
+        secrets=secrets,
+        settings=AccountSettings.from_dict(_json(row[5])),
+        created_at=float(row[6]),
+    )
+
+
+def user_from_row(row: Row) -> User:
+    return User(
+        id=row[0],
+        identity=Identity(int(row[1]), row[2], row[3]),
+        profile=Profile.from_dict(_json(row[4])),
+        created_at=float(row[5]),
+        last_launch_at=float(row[6]),
+    )
+
+
+def session_from_row(row: Row) -> SessionRecord:
+    return SessionRecord(
+        id_hash=bytes(row[0]),
+        user_id=row[1],
+        institution_id=int(row[2]),
+        contents=json.loads(row[3]),
+        created_at=float(row[4]),
+        last_seen_at=float(row[5]),
+        expires_at=float(row[6]),
+        user_agent=row[7],
+    )
+
+
+class _SqlStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+
+class SqlRecords(_SqlStore, RecordStore):
+    async def add_institution(self, consumer_key: str, name: str, secret: str, now: float) -> Institution:
+        try:
+            row = await self.db.fetchone(
+                "INSERT INTO institutions (consumer_key, name, secret, settings, created_at)"
+                f" VALUES (?, ?, ?, ?, ?) RETURNING {INSTITUTION_COLUMNS}",
+                (consumer_key, name, secret, json.dumps(AccountSettings().as_dict()), now),
+            )
+        except UniqueViolation as exc:
+            raise DuplicateInstitution(
+                f"An institution with consumer key {consumer_key!r} already exists."
+            ) from exc
+        assert row is not None
+        return institution_from_row(row)
+
+    async def get_institution(self, consumer_key: str) -> Institution | None:
+        row = await self.db.fetchone(
+            f"SELECT {INSTITUTION_COLUMNS} FROM institutions WHERE consumer_key = ?", (consumer_key,)
+        )
+        return None if row is None else institution_from_row(row)
+
+    async def list_institutions(self) -> list[Institution]:
+        rows = await self.db.fetchall(f"SELECT {INSTITUTION_COLUMNS} FROM institutions ORDER BY consumer_key")
+        return [institution_from_row(r) for r in rows]
+
+    async def _change(self, consumer_key: str, sql: str, params: tuple[Any, ...] = ()) -> Institution:
+        row = await self.db.fetchone(sql + f" RETURNING {INSTITUTION_COLUMNS}", (*params, consumer_key))
+        if row is None:
+            raise InstitutionNotFound(f"No institution has consumer key {consumer_key!r}.")
+        return institution_from_row(row)
+
+    async def remove_institution(self, consumer_key: str) -> Institution:
+        return await self._change(consumer_key, "DELETE FROM institutions WHERE consumer_key = ?")
+
+    async def rotate_secret(self, consumer_key: str, new_secret: str) -> Institution:
+        return await self._change(
+            consumer_key,
+            "UPDATE institutions SET previous_secret = secret, secret = ? WHERE consumer_key = ?",
+            (new_secret,),
+        )
+
+    async def finish_rotation(self, consumer_key: str) -> Institution:
+        return await self._change(
+            consumer_key, "UPDATE institutions SET previous_secret = NULL WHERE consumer_key = ?"
+        )
+
+    async def update_settings(self, consumer_key: str, settings: AccountSettings) -> Institution:
+        return await self._change(
+            consumer_key,
+            "UPDATE institutions SET settings = ? WHERE consumer_key = ?",
+            (json.dumps(settings.as_dict()),),
+        )
+
+    async def record_launch(
+        self, identity: Identity, profile: Profile, context: dict[str, Any], now: float
+    ) -> User:
+        async with self.db.transaction() as tx:
+            # The UNIQUE constraint makes concurrent first launches converge on one row.
+            row = await tx.fetchone(
+                "INSERT INTO users (id, institution_id, consumer_guid, lti_user_id, profile,"
+                " created_at, last_launch_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (institution_id, consumer_guid, lti_user_id)"
+                " DO UPDATE SET profile = excluded.profile, last_launch_at = excluded.last_launch_at"
+                f" RETURNING {USER_COLUMNS}",
+                (
+                    uuid.uuid4().hex,
+                    identity.institution_id,
+                    identity.tool_consumer_instance_guid,
+                    identity.lti_user_id,
+                    json.dumps(profile.as_dict()),
+                    now,
+                    now,
+                ),
+            )
+            assert row is not None
+            await tx.execute(
+                "INSERT INTO launches (user_id, launched_at, context) VALUES (?, ?, ?)",
+                (row[0], now, json.dumps(context)),
+            )
+        return user_from_row(row)
+
+    async def find_user(self, identity: Identity) -> User | None:
+        row = await self.db.fetchone(
+            f"SELECT {USER_COLUMNS} FROM users"
+            " WHERE institution_id = ? AND consumer_guid = ? AND lti_user_id = ?",
+            (identity.institution_id, identity.tool_consumer_instance_guid, identity.lti_user_id),
+        )
+        return None if row is None else user_from_row(row)
+
+    async def get_user(self, user_id: str) -> User | None:
+        row = await self.db.fetchone(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        return None if row is None else user_from_row(row)
+
+    async def count_launches(self, user_id: str) -> int:
+        row = await self.db.fetchone("SELECT count(*) FROM launches WHERE user_id = ?", (user_id,))
+        return int(row[0]) if row else 0
+
+    async def accept_terms(self, user_id: str, version: str, now: float) -> None:
+        await self.db.execute(
+            "INSERT INTO terms_acceptances (user_id, version, accepted_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_id, version) DO NOTHING",
+            (user_id, version, now),
+        )
+
+    async def has_accepted(self, user_id: str, version: str) -> bool:
+        row = await self.db.fetchone(
+            "SELECT 1 FROM terms_acceptances WHERE user_id = ? AND version = ?", (user_id, version)
+        )
+        return row is not None
+
+
+class SqlSessions(_SqlStore, SessionStore):
+    async def create(self, session: SessionRecord) -> None:
+        try:
+            await self.db.execute(
+                f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.id_hash,
+                    session.user_id,
+                    session.institution_id,
+                    json.dumps(session.contents),
+                    session.created_at,
+                    session.last_seen_at,
+                    session.expires_at,
+                    session.user_agent,
+                ),
+            )
+        except UniqueViolation as exc:
+            raise CreateError("A session with this id already exists.") from exc
+
+    async def get(self, id_hash: bytes) -> SessionRecord | None:
+        row = await self.db.fetchone(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = ?", (id_hash,))
+        return None if row is None else session_from_row(row)
+
+    async def touch(self, id_hash: bytes, last_seen_at: float) -> bool:
+        # A plain UPDATE: if a logout deleted the row, nothing is written. The WHERE keeps a
+        # late, slower touch from moving last_seen_at backwards.
+        changed = await self.db.execute(
+            "UPDATE sessions SET last_seen_at = ? WHERE id_hash = ? AND last_seen_at < ?",
+            (last_seen_at, id_hash, last_seen_at),
+        )
+        if changed:
+            return True
+        return await self.db.fetchone("SELECT 1 FROM sessions WHERE id_hash = ?", (id_hash,)) is not None
+
+    async def delete(self, id_hash: bytes) -> bool:
+        return bool(await self.db.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,)))
+
+    async def delete_for_institution(self, institution_id: int) -> int:
+        return await self.db.execute("DELETE FROM sessions WHERE institution_id = ?", (institution_id,))
+
+    async def purge_expired(self, now: float, idle_timeout: float) -> int:
+        return await self.db.execute(
+            "DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at <= ?", (now, now - idle_timeout)
+        )
+
+
+class SqlOnce(_SqlStore, OnceStore):
+    async def claim(self, namespace: str, key: str, expires_at: float, now: float) -> bool:
+        # One statement, so it is atomic on both engines: insert, or take over an expired claim.
+        changed = await self.db.execute(
+            "INSERT INTO once_claims (namespace, key, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (namespace, key) DO UPDATE SET expires_at = excluded.expires_at"
+            " WHERE once_claims.expires_at <= ?",
+            (namespace, key, expires_at, now),
+        )
+        return bool(changed)
+
+    async def release(self, namespace: str, key: str) -> None:
+        await self.db.execute("DELETE FROM once_claims WHERE namespace = ? AND key = ?", (namespace, key))
+
+    async def purge_expired(self, now: float) -> int:
+        return await self.db.execute("DELETE FROM once_claims WHERE expires_at <= ?", (now,))

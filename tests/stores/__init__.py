@@ -1,0 +1,1 @@
+"""The store contract suite (``test_contract.py``), run against every backend."""
