@@ -21,8 +21,8 @@ from commons_session.domain.service import Policy, SessionService
 from commons_session.domain.terms import Terms
 from commons_session.errors import ConflictingSessionIds, InvalidSession
 from commons_session.http.carriers import Carried, extract_session_id
-from commons_session.stores.base import Stores
-from commons_session.stores.sqlite import SqliteSessions, SqliteStores
+from commons_session.stores.base import SessionStore, Stores
+from commons_session.stores.sqlite import SqliteStores
 
 from .canvas import CanvasUser, FakeCanvas
 from .conftest import Server, create_session
@@ -43,7 +43,7 @@ def presenting(server: Server, carriers: list[tuple[str, str]], path_id: str) ->
     """Send each ``(carrier, id)``. With a body carrier, accept the terms (POST, 204 when
     authenticated); without one, read ``/api/sessions/{path_id}`` (GET, 200)."""
     headers: list[tuple[str, str]] = []
-    params: list[tuple[str, str]] = []
+    params: list[tuple[str, str | int | float | bool | None]] = []
     body: dict[str, Any] = {}
     form = False
     for carrier, session_id in carriers:
@@ -131,7 +131,9 @@ def test_a_live_id_and_garbage_still_conflict(server: Server, session_id: str) -
 
 
 @pytest.mark.parametrize("carriers", [["cookie", "header"], ["header", "query", "state"], ALL_CARRIERS[:5]])
-def test_the_same_id_in_several_carriers_is_fine(server: Server, session_id: str, carriers: list[str]) -> None:
+def test_the_same_id_in_several_carriers_is_fine(
+    server: Server, session_id: str, carriers: list[str]
+) -> None:
     response = presenting(server, [(c, session_id) for c in carriers], session_id)
     assert succeeded(response), response.text
 
@@ -166,27 +168,33 @@ def test_only_empty_carriers_is_session_required(server: Server, session_id: str
 # -- malformed ids never reach the store ------------------------------------------------------
 
 
-class SpySessions(SqliteSessions):
-    """The real SQLite session store, recording every lookup and delete."""
+class SpySessions(SessionStore):
+    """Wraps the real SQLite session store, recording every lookup and delete."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, inner: SessionStore) -> None:
+        self.inner = inner
         self.gets: list[bytes] = []
         self.deletes: list[bytes] = []
 
+    async def create(self, session: SessionRecord) -> None:
+        await self.inner.create(session)
+
     async def get(self, id_hash: bytes) -> SessionRecord | None:
         self.gets.append(id_hash)
-        return await super().get(id_hash)
+        return await self.inner.get(id_hash)
+
+    async def touch(self, id_hash: bytes, last_seen_at: float) -> bool:
+        return await self.inner.touch(id_hash, last_seen_at)
 
     async def delete(self, id_hash: bytes) -> bool:
         self.deletes.append(id_hash)
-        return await super().delete(id_hash)
+        return await self.inner.delete(id_hash)
 
 
 @pytest.fixture
 def spied(tmp_path: Path) -> Iterator[tuple[SessionService, SpySessions]]:
     real = SqliteStores(tmp_path / "spy.db")
-    spy = SpySessions(real.conn)
+    spy = SpySessions(real.sessions)
     service = SessionService(Stores(real.records, spy, real.once), Policy(), Terms("1", "Be kind."))
     yield service, spy
     asyncio.run(real.close())

@@ -212,7 +212,9 @@ def test_create_response_is_not_cached_and_sends_no_referrer(
     assert response.headers["referrer-policy"] == "no-referrer"
 
 
-def test_contents_come_from_the_canvas_token(server: Server, canvas: FakeCanvas, onboarded: CanvasUser) -> None:
+def test_contents_come_from_the_canvas_token(
+    server: Server, canvas: FakeCanvas, onboarded: CanvasUser
+) -> None:
     token = canvas.jwt_token(
         onboarded,
         lis_person_name_full="Ada King",
@@ -412,7 +414,9 @@ def test_tampered_payload_is_refused(server: Server, canvas: FakeCanvas, onboard
     header, _, signature = canvas.jwt_token(stranger).split(".")
     # The stranger's signature over the onboarded user's payload.
     forged_payload = b64url(json.dumps(claims(canvas, onboarded)).encode())
-    assert_problem(post_token(server, f"{header}.{forged_payload}.{signature}"), 401, "invalid_token_signature")
+    assert_problem(
+        post_token(server, f"{header}.{forged_payload}.{signature}"), 401, "invalid_token_signature"
+    )
 
 
 @pytest.mark.parametrize(
@@ -445,7 +449,9 @@ def test_unknown_consumer_key_is_refused(server: Server, canvas: FakeCanvas, onb
 def test_token_older_than_jwt_max_age_is_expired(
     server: Server, canvas: FakeCanvas, onboarded: CanvasUser
 ) -> None:
-    assert_problem(post_token(server, canvas.jwt_token(onboarded, iat=time.time() - 360)), 401, "token_expired")
+    assert_problem(
+        post_token(server, canvas.jwt_token(onboarded, iat=time.time() - 360)), 401, "token_expired"
+    )
     # Within the default 300 s it is still good.
     assert post_token(server, canvas.jwt_token(onboarded, iat=time.time() - 240)).status_code == 201
 

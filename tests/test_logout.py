@@ -104,8 +104,12 @@ def test_after_logout_the_id_is_401_through_every_carrier(server: Server, sessio
         "query": httpx.get(f"{url}/api/sessions/{session_id}", params={"session-id": session_id}),
         "state": httpx.get(f"{url}/api/sessions/{session_id}", params={"state": session_id}),
         "terms query": httpx.get(f"{url}/api/terms", params={"session-id": session_id}),
-        "json body": httpx.post(f"{url}/api/terms/accept", json={"sessionId": session_id, "version": version}),
-        "form body": httpx.post(f"{url}/api/terms/accept", data={"sessionId": session_id, "version": version}),
+        "json body": httpx.post(
+            f"{url}/api/terms/accept", json={"sessionId": session_id, "version": version}
+        ),
+        "form body": httpx.post(
+            f"{url}/api/terms/accept", data={"sessionId": session_id, "version": version}
+        ),
         "logout json body": httpx.post(f"{url}{LOGOUT}", json={"sessionId": session_id}),
         "logout form body": httpx.post(f"{url}{LOGOUT}", data={"sessionId": session_id}),
     }

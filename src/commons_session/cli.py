@@ -21,7 +21,6 @@ from .config import Settings
 from .domain.models import AccountSettings, Institution
 from .errors import InstitutionNotFound, InvalidInstitution, SessionServiceError
 from .stores.base import Stores
-from .stores.factory import open_stores
 
 __all__ = ["main"]
 
@@ -50,8 +49,9 @@ def _describe(institution: Institution) -> dict[str, Any]:
 
 
 async def _with_stores(settings: Settings, action: Callable[[Stores], Awaitable[int]]) -> int:
-    stores = open_stores(settings.database_url)
+    stores = settings.make_stores()
     try:
+        await stores.open()
         return await action(stores)
     finally:
         await stores.close()

@@ -10,6 +10,9 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .stores.base import Stores
+from .stores.factory import make_stores
+
 __all__ = ["DEFAULT_TERMS_TEXT", "Settings"]
 
 DEFAULT_TERMS_TEXT = """\
@@ -32,6 +35,12 @@ class Settings(BaseSettings):
 
     #: ``sqlite:///relative/path.db`` (default: a file in the working directory).
     database_url: str = "sqlite:///commons-session.db"
+
+    #: ``redis://host:6379/0`` or ``redis+cluster://node:7000``: sessions and single-use markers
+    #: go to Redis; records stay in the database. Unset: everything in the database.
+    redis_url: str | None = None
+    #: Every store call gives up after this long and the request answers 503.
+    store_timeout: float = Field(default=2.0, gt=0)  # seconds
 
     #: Oldest ``iat`` a Canvas JWT may carry. 0 turns the age check off: UNSAFE, because a
     #: leaked token then works forever (until its single use).
@@ -83,6 +92,11 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("terms_version must not be empty")
         return value
+
+    def make_stores(self) -> Stores:
+        return make_stores(
+            self.database_url, self.redis_url, idle_timeout=self.idle_timeout, timeout=self.store_timeout
+        )
 
     def current_terms_text(self) -> str:
         if self.terms_file is not None:

@@ -12,8 +12,8 @@ from starlette.middleware import Middleware
 from ..config import Settings
 from ..domain.service import Policy, SessionService
 from ..domain.terms import Terms
+from ..errors import StoreUnavailable
 from ..stores.base import Stores
-from ..stores.factory import open_stores
 from .middleware import AccessLogMiddleware, SecurityHeadersMiddleware
 from .problems import exception_handlers
 from .routes import routes
@@ -48,10 +48,15 @@ def configure_logging(level: str) -> None:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    stores = open_stores(settings.database_url)
+    stores = settings.make_stores()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await stores.open()
+        except StoreUnavailable:
+            # Serve 503s until the store returns rather than dying: clients keep their sessions.
+            logging.getLogger("commons_session").warning("store unavailable at start; will retry")
         yield
         await stores.close()
 

@@ -209,6 +209,13 @@ async def accept_terms_form(request: Request) -> Response:
     return RedirectResponse("/", status_code=303)
 
 
+async def terms_route(request: Request) -> Response:
+    """One route for both methods, so a 405 on ``/terms`` lists both in ``Allow``."""
+    if request.method == "POST":
+        return await accept_terms_form(request)
+    return await terms_page(request)
+
+
 async def logout_form(request: Request) -> Response:
     settings = _settings(request)
     body = await read_body(request, settings.max_body_bytes, accept=(FORM,))
@@ -239,8 +246,7 @@ routes = [
     Route("/api/terms/accept", accept_terms, methods=["POST"]),
     Route("/api/lti", lti_launch, methods=["POST"]),
     Route("/", home_page, methods=["GET"]),
-    Route("/terms", terms_page, methods=["GET"]),
-    Route("/terms", accept_terms_form, methods=["POST"]),
+    Route("/terms", terms_route, methods=["GET", "POST"]),
     Route("/logout", logout_form, methods=["POST"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),

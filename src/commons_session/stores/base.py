@@ -19,7 +19,7 @@ from typing import Any
 
 from ..domain.models import AccountSettings, Identity, Institution, Profile, SessionRecord, User
 
-__all__ = ["OnceStore", "RecordStore", "SessionStore", "Stores"]
+__all__ = ["CombinedStores", "OnceStore", "RecordStore", "SessionStore", "Stores"]
 
 
 class RecordStore:
@@ -133,5 +133,25 @@ class Stores:
         self.sessions = sessions
         self.once = once
 
+    async def open(self) -> None:
+        """Connect and apply pending migrations. Raises ``SchemaTooNew`` for a database that a
+        newer release migrated, and ``StoreUnavailable`` if the store cannot be reached."""
+
     async def close(self) -> None:
         """Release connections. Safe to call twice."""
+
+
+class CombinedStores(Stores):
+    """Durable records from one backend, sessions and single-use markers from another (Redis)."""
+
+    def __init__(self, durable: Stores, fast: Stores) -> None:
+        super().__init__(durable.records, fast.sessions, fast.once)
+        self.parts = (durable, fast)
+
+    async def open(self) -> None:
+        for part in self.parts:
+            await part.open()
+
+    async def close(self) -> None:
+        for part in self.parts:
+            await part.close()

@@ -1,0 +1,185 @@
+"""PostgreSQL: the durable records (and sessions, when no Redis is configured) for many
+processes. psycopg 3 with an async connection pool; every wait is bounded by ``store_timeout``
+so an outage answers 503 quickly instead of hanging requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import errors as pg_errors
+
+from ..errors import SchemaTooNew, StoreUnavailable
+from .base import Stores
+from .sql import Row, SqlOnce, SqlRecords, SqlSessions, UniqueViolation
+
+__all__ = ["PostgresDatabase", "PostgresStores", "latest_version"]
+
+_MIGRATION_LOCK = 0x636F6D6D6F6E73  # pg_advisory_xact_lock key: one migrator at a time
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("commons_session.stores.migrations").joinpath("postgres")
+    return sorted(
+        (int(entry.name.split("_", 1)[0]), entry.read_text("utf-8"))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    )
+
+
+def latest_version() -> int:
+    return _migrations()[-1][0]
+
+
+@lru_cache(maxsize=256)
+def _pg(sql: str) -> str:
+    """Statements are written with ``?``; psycopg wants ``%s``. None of ours contain a literal
+    ``?`` or ``%``."""
+    return sql.replace("?", "%s")
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Map driver errors to the store contract's, keeping the cause."""
+    try:
+        yield
+    except pg_errors.UniqueViolation as exc:
+        raise UniqueViolation(str(exc)) from exc
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout, pg_errors.QueryCanceled) as exc:
+        raise StoreUnavailable() from exc
+
+
+class _PgConnection:
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        with _translated():
+            cur = await self.conn.execute(_pg(sql), params)
+            return await cur.fetchone()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with _translated():
+            cur = await self.conn.execute(_pg(sql), params)
+            return await cur.fetchall()
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with _translated():
+            cur = await self.conn.execute(_pg(sql), params)
+            return cur.rowcount
+
+
+class PostgresDatabase:
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[_PgConnection]:
+        with _translated():
+            async with self.pool.connection() as conn:
+                yield _PgConnection(conn)
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        async with self._connection() as conn:
+            return await conn.fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self._connection() as conn:
+            return await conn.fetchall(sql, params)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._connection() as conn:
+            return await conn.execute(sql, params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PgConnection]:
+        with _translated():
+            async with self.pool.connection() as conn, conn.transaction():
+                yield _PgConnection(conn)
+
+
+async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
+    """Apply pending migrations under an advisory lock, so several instances starting at once
+    migrate exactly once. Raises ``SchemaTooNew`` for a database migrated by a newer release."""
+    applied = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        if current > latest_version():
+            raise SchemaTooNew(
+                f"The database is at schema version {current}, newer than this release's "
+                f"{latest_version()}; upgrade commons-session."
+            )
+        for version, sql in _migrations():
+            if version > current:
+                await conn.execute(sql.encode())
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                applied.append(version)
+    return applied
+
+
+async def schema_version(conn: psycopg.AsyncConnection[Any]) -> int:
+    cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    row = await cur.fetchone()
+    if not row or not row[0]:
+        return 0
+    cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+class PostgresStores(Stores):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 2.0,
+        pool_size: int = 10,
+        migrate_on_open: bool = True,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.migrate_on_open = migrate_on_open
+        self.pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            timeout=timeout,  # waiting for a free connection
+            open=False,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, int(timeout)),
+                # No statement may hold a request longer than the store timeout.
+                "options": f"-c statement_timeout={int(timeout * 1000)}",
+            },
+            reconnect_timeout=0,  # keep trying to reconnect for as long as it takes
+        )
+        db = PostgresDatabase(self.pool)
+        super().__init__(SqlRecords(db), SqlSessions(db), SqlOnce(db))
+
+    async def open(self) -> None:
+        # The pool first: it keeps reconnecting in the background, so even if the checks below
+        # fail during an outage the service recovers by itself when PostgreSQL returns.
+        await self.pool.open(wait=False)
+        with _translated():
+            async with await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=max(1, int(self.timeout))
+            ) as conn:
+                if self.migrate_on_open:
+                    await migrate(conn)
+                elif await schema_version(conn) > latest_version():
+                    raise SchemaTooNew()
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,208 @@
+"""Redis (standalone or Cluster): sessions and single-use markers for many processes.
+
+Layout (every key has a TTL; nothing scans the keyspace or listens to keyspace events):
+- ``cs:s:<sha256 hex>``: a hash per session; its TTL is the session's end (idle or absolute,
+  whichever comes first), pushed forward by ``touch``.
+- ``cs:i:<institution id>``: a set of the institution's session hashes, so an institution can be
+  removed without a scan. Members may outlive their session; deleting a missing key is harmless.
+- ``cs:o:<namespace>:<key>``: a single-use marker, ``SET NX PXAT``.
+
+Each operation touches one key atomically (a Lua script or a single command), so the layout works
+on a cluster without hash tags; the index set is updated beside it, not atomically with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
+
+from ..domain.models import SessionRecord
+from ..errors import CreateError, StoreUnavailable
+from .base import OnceStore, RecordStore, SessionStore, Stores
+
+__all__ = ["RedisOnce", "RedisSessions", "RedisStores"]
+
+Client = aioredis.Redis | RedisCluster
+
+_UNAVAILABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterError,
+    redis_errors.BusyLoadingError,
+    redis_errors.TryAgainError,
+    redis_errors.MasterDownError,
+    redis_errors.ReadOnlyError,
+    OSError,
+)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable() from exc
+
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'u', ARGV[1], 'i', ARGV[2], 'c', ARGV[3], 'ca', ARGV[4],
+           'ls', ARGV[5], 'ea', ARGV[6], 'ua', ARGV[7])
+redis.call('PEXPIREAT', KEYS[1], ARGV[8])
+return 1
+"""
+
+# Never recreates a session: a missing key means it ended, and stays ended.
+_TOUCH = """
+local ea = redis.call('HGET', KEYS[1], 'ea')
+if not ea then return 0 end
+local seen = tonumber(redis.call('HGET', KEYS[1], 'ls'))
+local now = tonumber(ARGV[1])
+if now > seen then
+  redis.call('HSET', KEYS[1], 'ls', ARGV[1])
+  seen = now
+end
+redis.call('PEXPIREAT', KEYS[1], math.floor(math.min(tonumber(ea), seen + tonumber(ARGV[2])) * 1000))
+return 1
+"""
+
+_FIELDS = ("u", "i", "c", "ca", "ls", "ea", "ua")
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+def _ms(ts: float) -> int:
+    return max(1, math.ceil(ts * 1000))
+
+
+class RedisSessions(SessionStore):
+    def __init__(self, client: Client, idle_timeout: float) -> None:
+        self.client = client
+        self.idle_timeout = idle_timeout
+        self._create = client.register_script(_CREATE)
+        self._touch = client.register_script(_TOUCH)
+
+    @staticmethod
+    def _key(id_hash: bytes) -> str:
+        return "cs:s:" + id_hash.hex()
+
+    async def create(self, session: SessionRecord) -> None:
+        ends = min(session.expires_at, session.last_seen_at + self.idle_timeout)
+        with _translated():
+            created = await self._create(
+                keys=[self._key(session.id_hash)],
+                args=[
+                    session.user_id,
+                    session.institution_id,
+                    json.dumps(session.contents),
+                    repr(session.created_at),
+                    repr(session.last_seen_at),
+                    repr(session.expires_at),
+                    session.user_agent or "",
+                    _ms(ends),
+                ],
+            )
+            if not created:
+                raise CreateError("A session with this id already exists.")
+            index = f"cs:i:{session.institution_id}"
+            pipe = self.client.pipeline(transaction=False)
+            pipe.sadd(index, session.id_hash.hex())
+            pipe.pexpireat(index, _ms(session.expires_at), nx=True)
+            pipe.pexpireat(index, _ms(session.expires_at), gt=True)
+            await pipe.execute()
+
+    async def get(self, id_hash: bytes) -> SessionRecord | None:
+        with _translated():
+            values = await self.client.hmget(self._key(id_hash), list(_FIELDS))
+        if values[0] is None:
+            return None
+        user, institution, contents, created, seen, expires, agent = (_text(v) for v in values)
+        return SessionRecord(
+            id_hash=id_hash,
+            user_id=user,
+            institution_id=int(institution),
+            contents=json.loads(contents),
+            created_at=float(created),
+            last_seen_at=float(seen),
+            expires_at=float(expires),
+            user_agent=agent or None,
+        )
+
+    async def touch(self, id_hash: bytes, last_seen_at: float) -> bool:
+        with _translated():
+            return bool(
+                await self._touch(keys=[self._key(id_hash)], args=[repr(last_seen_at), self.idle_timeout])
+            )
+
+    async def delete(self, id_hash: bytes) -> bool:
+        with _translated():
+            return bool(await self.client.delete(self._key(id_hash)))
+
+    async def delete_for_institution(self, institution_id: int) -> int:
+        index = f"cs:i:{institution_id}"
+        ended = 0
+        with _translated():
+            members = await self.client.smembers(index)
+            for member in members:  # one key at a time: each lives in its own cluster slot
+                ended += await self.client.delete("cs:s:" + _text(member))
+            await self.client.delete(index)
+        return ended
+
+    async def purge_expired(self, now: float, idle_timeout: float) -> int:
+        """Redis expires sessions by TTL; there is nothing to purge."""
+        return 0
+
+
+class RedisOnce(OnceStore):
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def claim(self, namespace: str, key: str, expires_at: float, now: float) -> bool:
+        with _translated():
+            return bool(
+                await self.client.set(
+                    f"cs:o:{namespace}:{key}", b"1", nx=True, pxat=_ms(max(expires_at, now + 0.001))
+                )
+            )
+
+    async def release(self, namespace: str, key: str) -> None:
+        with _translated():
+            await self.client.delete(f"cs:o:{namespace}:{key}")
+
+    async def purge_expired(self, now: float) -> int:
+        """Markers expire by TTL; there is nothing to purge."""
+        return 0
+
+
+def connect(url: str, timeout: float) -> Client:
+    """``redis://`` for a standalone server, ``redis+cluster://`` for a Redis Cluster (any one
+    node; the client discovers the rest)."""
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if url.startswith("redis+cluster://"):
+        return RedisCluster.from_url("redis://" + url[len("redis+cluster://") :], **options)
+    return aioredis.Redis.from_url(url, **options)
+
+
+class RedisStores(Stores):
+    """Sessions and single-use markers; the records come from the database (``CombinedStores``)."""
+
+    def __init__(self, url: str, *, idle_timeout: float, timeout: float = 2.0) -> None:
+        self.client = connect(url, timeout)
+        # Redis never holds durable records; CombinedStores takes them from the database.
+        super().__init__(RecordStore(), RedisSessions(self.client, idle_timeout), RedisOnce(self.client))
+
+    async def open(self) -> None:
+        with _translated():
+            await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()
