@@ -83,8 +83,8 @@ def test_unknown_route_is_404_not_found(server: Server, path: str) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("GET", "/api/sessions", {"POST"}),
         ("DELETE", "/api/sessions", {"POST"}),
+        ("PUT", "/api/sessions", {"POST"}),
         ("PUT", "/api/sessions/logout", {"GET", "POST"}),
         ("DELETE", f"/api/sessions/{WELL_FORMED_UNKNOWN_ID}", {"GET"}),
         ("GET", "/api/terms/accept", {"POST"}),

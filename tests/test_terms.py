@@ -4,6 +4,7 @@ everyone accept again (issue 2, behaviour 3)."""
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,9 @@ def _launched(server: Server, canvas: FakeCanvas, user: CanvasUser) -> str:
 
 
 def _create(server: Server, canvas: FakeCanvas, user: CanvasUser) -> httpx.Response:
-    return httpx.post(server.url + "/api/sessions", json={"jwt_token": canvas.jwt_token(user)})
+    # A fresh token each time (two minted in the same second would otherwise be one token).
+    token = canvas.jwt_token(user, resource_link_id=secrets.token_hex(16))
+    return httpx.post(server.url + "/api/sessions", json={"jwt_token": token})
 
 
 def _hidden(html: str, name: str) -> str:

@@ -18,8 +18,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from .config import Settings
-from .domain.models import AccountSettings, Institution
-from .errors import InstitutionNotFound, InvalidInstitution, SessionServiceError
+from .domain.ids import handle_for
+from .domain.models import AccountSettings, Institution, SessionRecord
+from .domain.service import SessionService, iso8601
+from .errors import InstitutionNotFound, InvalidInstitution, SessionServiceError, UserNotFound
+from .http.app import build_service
 from .stores.base import Stores
 
 __all__ = ["main"]
@@ -107,11 +110,69 @@ async def _institutions(args: argparse.Namespace, stores: Stores) -> int:
     return 0
 
 
+PURGE_BATCH = 500  # rows per short transaction
+PURGE_PAUSE = 0.01  # seconds between batches, so requests get the write lock in between
+
+
 async def _purge(settings: Settings, stores: Stores) -> int:
     now = time.time()
-    sessions = await stores.sessions.purge_expired(now, settings.idle_timeout)
-    claims = await stores.once.purge_expired(now)
+    sessions = claims = 0
+    while (batch := await stores.sessions.purge_expired(now, settings.idle_timeout, PURGE_BATCH)) > 0:
+        sessions += batch
+        await asyncio.sleep(PURGE_PAUSE)
+    while (batch := await stores.once.purge_expired(now, PURGE_BATCH)) > 0:
+        claims += batch
+        await asyncio.sleep(PURGE_PAUSE)
     print(f"purged {sessions} expired session(s) and {claims} expired single-use marker(s)")
+    return 0
+
+
+def _session_row(service: SessionService, record: SessionRecord) -> dict[str, Any]:
+    return {
+        "handle": handle_for(record.id_hash),
+        "user_id": record.user_id,
+        "created": iso8601(record.created_at),
+        "last_seen": iso8601(record.last_seen_at),
+        "expires": iso8601(service.expires_at(record)),
+        "user_agent": record.user_agent,
+    }
+
+
+async def _sessions(args: argparse.Namespace, settings: Settings, stores: Stores) -> int:
+    """Operators name sessions by user or institution, never by id: ids are not stored."""
+    service = build_service(settings, stores)
+    institution = None
+    if args.institution:
+        institution = await stores.records.get_institution(args.institution)
+        if institution is None:
+            raise InstitutionNotFound(f"No institution has consumer key {args.institution!r}.")
+    elif await stores.records.get_user(args.user) is None:
+        raise UserNotFound(f"No user has id {args.user!r}.")
+    if args.action == "list":
+        now = time.time()
+        records = await (
+            stores.sessions.list_for_institution(institution.id)
+            if institution
+            else stores.sessions.list_for_user(args.user)
+        )
+        for record in records:
+            if now < service.expires_at(record):
+                print(json.dumps(_session_row(service, record)))
+        return 0
+    ended = await (
+        stores.sessions.delete_for_institution(institution.id)
+        if institution
+        else stores.sessions.delete_for_user(args.user)
+    )
+    print(f"ended {ended} session(s)")
+    return 0
+
+
+async def _users(args: argparse.Namespace, settings: Settings, stores: Stores) -> int:
+    service = build_service(settings, stores)
+    user, ended = await service.set_user_disabled(args.user, args.action == "disable")
+    state = "disabled" if user.disabled else "enabled"
+    print(f"user {user.id} {state}" + (f"; ended {ended} session(s)" if ended else ""))
     return 0
 
 
@@ -156,6 +217,19 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="create or upgrade the database schema")
     commands.add_parser("purge", help="delete expired sessions and single-use markers")
 
+    sessions = commands.add_parser("sessions", help="list or end sessions of a user or an institution")
+    session_actions = sessions.add_subparsers(dest="action", required=True)
+    for name, text in (("list", "list live sessions (by handle)"), ("revoke", "end sessions")):
+        action = session_actions.add_parser(name, help=text)
+        whose = action.add_mutually_exclusive_group(required=True)
+        whose.add_argument("--user", help="a user id (userId in session contents)")
+        whose.add_argument("--institution", help="an institution's consumer key")
+
+    users = commands.add_parser("users", help="disable or enable a user")
+    user_actions = users.add_subparsers(dest="action", required=True)
+    for name, text in (("disable", "refuse launches and sessions; end every session"), ("enable", "undo")):
+        user_actions.add_parser(name, help=text).add_argument("--user", required=True, help="a user id")
+
     institutions = commands.add_parser("institutions", help="manage registered Canvases")
     actions = institutions.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="register a Canvas by consumer key and shared secret")
@@ -194,6 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_with_stores(settings, lambda stores: _migrated(settings)))
         if args.command == "purge":
             return asyncio.run(_with_stores(settings, lambda stores: _purge(settings, stores)))
+        if args.command == "sessions":
+            return asyncio.run(_with_stores(settings, lambda stores: _sessions(args, settings, stores)))
+        if args.command == "users":
+            return asyncio.run(_with_stores(settings, lambda stores: _users(args, settings, stores)))
         return asyncio.run(_with_stores(settings, lambda stores: _institutions(args, stores)))
     except ValidationError as exc:
         print(

@@ -17,10 +17,12 @@ The tree (the HTTP layer maps each class to a status in ``http/problems.py``):
       - InvalidOAuthRequest, UnknownConsumer, StaleTimestamp,
         InvalidLaunchSignature, ReplayedNonce
   - Forbidden                      403: authenticated, but not allowed this
-    - NeverLaunched, TermsNotAccepted, NotYourSession, CrossOriginRequest
+    - NeverLaunched, TermsNotAccepted, NotYourSession, CrossOriginRequest, UserDisabled
+  - NotFound                       404
+    - SessionNotFound              no session of yours has that handle
   - TermsVersionMismatch           409
   - InstitutionError               operator mistakes, reported by the CLI
-    - DuplicateInstitution, InstitutionNotFound, InvalidInstitution
+    - DuplicateInstitution, InstitutionNotFound, InvalidInstitution, UserNotFound
   - StoreError                     the store failed us
     - CreateError                  a key that must be new already exists
     - UpdateError                  the row to update has gone (never resurrect it)
@@ -50,9 +52,11 @@ __all__ = [
     "LaunchError",
     "MalformedToken",
     "NeverLaunched",
+    "NotFound",
     "NotYourSession",
     "ReplayedNonce",
     "SchemaTooNew",
+    "SessionNotFound",
     "SessionRequired",
     "SessionServiceError",
     "StaleTimestamp",
@@ -67,6 +71,8 @@ __all__ = [
     "UnknownConsumer",
     "UnknownKey",
     "UpdateError",
+    "UserDisabled",
+    "UserNotFound",
 ]
 
 
@@ -217,6 +223,21 @@ class CrossOriginRequest(Forbidden):
     default_message = "This request came from another site and was refused."
 
 
+class UserDisabled(Forbidden):
+    code = "user_disabled"
+    default_message = "Your account has been disabled by the operator of this service."
+
+
+class NotFound(SessionServiceError):
+    code = "not_found"
+    default_message = "Not found."
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+    default_message = "None of your sessions has that handle."
+
+
 class TermsVersionMismatch(SessionServiceError):
     code = "terms_version_mismatch"
     default_message = "That is not the current version of the terms of service."
@@ -239,6 +260,11 @@ class InstitutionNotFound(InstitutionError):
 class InvalidInstitution(InstitutionError):
     code = "invalid_institution"
     default_message = "Consumer key, secret and name must not be empty."
+
+
+class UserNotFound(InstitutionError):
+    code = "user_not_found"
+    default_message = "No user has that id."
 
 
 class StoreError(SessionServiceError):

@@ -11,7 +11,7 @@ import hmac
 import re
 import secrets
 
-__all__ = ["ID_BYTES", "hash_id", "is_well_formed", "new_session_id", "same_id"]
+__all__ = ["ID_BYTES", "handle_for", "hash_id", "is_well_formed", "new_session_id", "same_id"]
 
 ID_BYTES = 32  # 256 bits
 # base64url of 32 bytes without padding is 43 characters; the last one carries only
@@ -35,3 +35,9 @@ def hash_id(session_id: str) -> bytes:
 def same_id(a: str, b: str) -> bool:
     """Constant-time comparison, so timing never reveals how much of an id matched."""
     return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+
+
+def handle_for(id_hash: bytes) -> str:
+    """A name for a session that its owner may see in a list and use to end it, but that can
+    never be used as a session id or turned back into one."""
+    return hashlib.sha256(b"commons-session handle:" + id_hash).hexdigest()[:32]

@@ -114,6 +114,8 @@ class User:
     profile: Profile
     created_at: float
     last_launch_at: float
+    #: Set by an operator (``commons-session users disable``); refuses launches and sessions.
+    disabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)

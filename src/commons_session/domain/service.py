@@ -19,19 +19,21 @@ from ..errors import (
     InvalidSession,
     NeverLaunched,
     ReplayedNonce,
+    SessionNotFound,
     StoreError,
     TermsNotAccepted,
     TermsVersionMismatch,
     TokenReplayed,
     UnknownKey,
+    UserDisabled,
 )
 from ..stores.base import Stores
 from . import lti, tokens
-from .ids import hash_id, is_well_formed, new_session_id
+from .ids import handle_for, hash_id, is_well_formed, new_session_id
 from .models import Institution, Profile, SessionRecord, User
 from .terms import Terms
 
-__all__ = ["Issued", "LaunchResult", "Policy", "SessionService", "session_contents"]
+__all__ = ["Issued", "LaunchResult", "Policy", "SessionService", "SessionSummary", "session_contents"]
 
 Clock = Callable[[], float]
 
@@ -56,6 +58,18 @@ class Issued:
 
     session_id: str
     record: SessionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """What a person sees about one of their sessions: never its id, only a handle."""
+
+    handle: str
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+    user_agent: str | None
+    current: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +177,42 @@ class SessionService:
         if not is_well_formed(session_id) or not await self.stores.sessions.delete(hash_id(session_id)):
             raise InvalidSession()
 
+    # -- managing one's sessions ----------------------------------------------------------
+
+    async def list_sessions(self, current: SessionRecord) -> list[SessionSummary]:
+        """The caller's live sessions, the current one marked."""
+        now = self.clock()
+        return [
+            SessionSummary(
+                handle=handle_for(r.id_hash),
+                created_at=r.created_at,
+                last_seen_at=r.last_seen_at,
+                expires_at=self.expires_at(r),
+                user_agent=r.user_agent,
+                current=hmac.compare_digest(r.id_hash, current.id_hash),
+            )
+            for r in await self.stores.sessions.list_for_user(current.user_id)
+            if now < self.expires_at(r)
+        ]
+
+    async def end_session(self, current: SessionRecord, handle: str) -> bool:
+        """End the caller's session named by ``handle``; returns whether it was the current one.
+        ``SessionNotFound`` if none of the caller's sessions has that handle."""
+        for record in await self.stores.sessions.list_for_user(current.user_id):
+            if hmac.compare_digest(handle_for(record.id_hash), handle):
+                await self.stores.sessions.delete(record.id_hash)
+                return hmac.compare_digest(record.id_hash, current.id_hash)
+        raise SessionNotFound()
+
+    async def end_other_sessions(self, current: SessionRecord) -> int:
+        return await self.stores.sessions.delete_for_user(current.user_id, keep=current.id_hash)
+
+    async def set_user_disabled(self, user_id: str, disabled: bool) -> tuple[User, int]:
+        """Disable (ending every session) or enable a user. Returns the user and sessions ended."""
+        user = await self.stores.records.set_user_disabled(user_id, disabled, self.clock())
+        ended = await self.stores.sessions.delete_for_user(user_id) if disabled else 0
+        return user, ended
+
     # -- Canvas JWT -----------------------------------------------------------------------
 
     async def create_from_jwt(self, token: str, user_agent: str | None = None) -> Issued:
@@ -184,6 +234,8 @@ class SessionService:
         user = await self.stores.records.find_user(identity)
         if user is None:
             raise NeverLaunched()
+        if user.disabled:
+            raise UserDisabled()
         if not await self.stores.records.has_accepted(user.id, self.terms.version):
             raise TermsNotAccepted()
         # Claimed last: a token refused above stays usable for a retry.
@@ -233,6 +285,9 @@ class SessionService:
         lti.check_message(params)
         identity = lti.parse_identity(params, institution.id, from_token=False)
         profile = lti.parse_profile(params)
+        known = await self.stores.records.find_user(identity)
+        if known is not None and known.disabled:
+            raise UserDisabled()
         # The nonce must stay remembered for as long as its timestamp would still be accepted.
         nonce_key = f"{institution.id}:{oauth['oauth_nonce']}"
         keep_until = max(now, float(oauth["oauth_timestamp"])) + window

@@ -24,7 +24,7 @@ def redact_path(path: str) -> str:
     prefix = "/api/sessions/"
     if path.startswith(prefix):
         rest = path[len(prefix) :]
-        if rest not in ("logout", ""):
+        if rest not in ("logout", "logout-others", "") and not rest.startswith("handles/"):
             return prefix + REDACTED
     return path
 

@@ -18,6 +18,7 @@ _ERRORS = {
     401: "No valid session, token or launch signature (see `code`).",
     403: "Authenticated but not allowed (`never_launched`, `terms_not_accepted`, "
     "`not_your_session`, `cross_origin_request`).",
+    404: "No session of yours has that handle (`session_not_found`).",
     409: "Not the current terms version (`terms_version_mismatch`).",
     413: "Body or token too large.",
     415: "Unsupported content type.",
@@ -158,11 +159,53 @@ def openapi_document() -> dict[str, Any]:
                         },
                         **_errors(400, 401, 403, 413, 415, 503),
                     },
-                }
+                },
+                "get": {
+                    "operationId": "listSessions",
+                    "summary": "List your active sessions",
+                    "description": "Each session is named by an opaque handle, never by its id.",
+                    "security": _SESSION_AUTH,
+                    "responses": {
+                        "200": _json("SessionList", "Your live sessions, the current one marked."),
+                        **_errors(400, 401, 503),
+                    },
+                },
             },
             "/api/sessions/logout": {
                 "get": {**logout_op, "operationId": "logout"},
                 "post": post_logout,
+            },
+            "/api/sessions/logout-others": {
+                "post": {
+                    "operationId": "logoutOthers",
+                    "summary": "End all your sessions except the current one",
+                    "security": _SESSION_AUTH,
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            m: {"schema": {"$ref": "#/components/schemas/SessionIdBody"}}
+                            for m in _JSON_OR_FORM
+                        },
+                    },
+                    "responses": {
+                        "200": _json("Ended", "How many sessions ended."),
+                        **_errors(400, 401, 403, 413, 415, 503),
+                    },
+                }
+            },
+            "/api/sessions/handles/{handle}": {
+                "delete": {
+                    "operationId": "endSession",
+                    "summary": "End one of your sessions by its handle",
+                    "security": _SESSION_AUTH,
+                    "parameters": [
+                        {"name": "handle", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "204": {"description": "The session has ended."},
+                        **_errors(400, 401, 404, 503),
+                    },
+                }
             },
             "/api/sessions/{session_id}": {
                 "get": {
@@ -326,6 +369,32 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["csrf_token"],
                     "properties": {"csrf_token": {"type": "string"}},
+                },
+                "SessionList": {
+                    "type": "object",
+                    "required": ["sessions"],
+                    "properties": {
+                        "sessions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["handle", "created", "lastSeen", "expires", "current"],
+                                "properties": {
+                                    "handle": {"type": "string"},
+                                    "created": {"type": "string", "format": "date-time"},
+                                    "lastSeen": {"type": "string", "format": "date-time"},
+                                    "expires": {"type": "string", "format": "date-time"},
+                                    "userAgent": {"type": ["string", "null"]},
+                                    "current": {"type": "boolean"},
+                                },
+                            },
+                        }
+                    },
+                },
+                "Ended": {
+                    "type": "object",
+                    "required": ["ended"],
+                    "properties": {"ended": {"type": "integer"}},
                 },
                 "SessionIdBody": {
                     "type": "object",

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
 
 from .. import errors
 from .middleware import redact_path
@@ -27,6 +28,8 @@ _STATUS: list[tuple[type[errors.SessionServiceError], int]] = [
     (errors.Forbidden, 403),
     (errors.TermsVersionMismatch, 409),
     (errors.InstitutionNotFound, 404),
+    (errors.UserNotFound, 404),
+    (errors.NotFound, 404),
     (errors.InstitutionError, 400),
     (errors.StoreUnavailable, 503),
     (errors.SchemaTooNew, 503),
@@ -90,9 +93,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404:
         detail = f"No route {redact_path(request.url.path)!r} here; see /openapi.json."
-    elif exc.status_code == 405:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
         detail = f"{request.method} is not allowed on this route."
-    return problem(exc.status_code, code, detail, headers=dict(exc.headers or {}))
+        headers["Allow"] = _allowed(request) or headers.get("Allow", "")
+    return problem(exc.status_code, code, detail, headers=headers)
+
+
+def _allowed(request: Request) -> str:
+    """Every method of every route on this path: Starlette's own ``Allow`` names only the
+    first route that matched the path, and a path may have one route per method."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

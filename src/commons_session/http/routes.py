@@ -13,7 +13,7 @@ from starlette.routing import Route
 from ..config import Settings
 from ..domain.ids import same_id
 from ..domain.models import SessionRecord
-from ..domain.service import SessionService
+from ..domain.service import SessionService, iso8601
 from ..errors import (
     BadRequest,
     CrossOriginRequest,
@@ -113,6 +113,43 @@ async def logout(request: Request) -> Response:
     response = Response(status_code=204)
     clear_session_cookie(response, settings)
     return response
+
+
+async def list_sessions(request: Request) -> Response:
+    _, record = await _authenticated(request)
+    summaries = await _service(request).list_sessions(record)
+    return JSONResponse(
+        {
+            "sessions": [
+                {
+                    "handle": s.handle,
+                    "created": iso8601(s.created_at),
+                    "lastSeen": iso8601(s.last_seen_at),
+                    "expires": iso8601(s.expires_at),
+                    "userAgent": s.user_agent,
+                    "current": s.current,
+                }
+                for s in summaries
+            ]
+        }
+    )
+
+
+async def end_session_by_handle(request: Request) -> Response:
+    _, record = await _authenticated(request)
+    was_current = await _service(request).end_session(record, request.path_params["handle"])
+    response = Response(status_code=204)
+    if was_current:
+        clear_session_cookie(response, _settings(request))
+    return response
+
+
+async def logout_others(request: Request) -> Response:
+    body = await read_body(request, _settings(request).max_body_bytes)
+    carried, record = await _authenticated(request, body)
+    _check_csrf(carried, body)
+    ended = await _service(request).end_other_sessions(record)
+    return JSONResponse({"ended": ended})
 
 
 # -- Terms of service -----------------------------------------------------------------------
@@ -240,7 +277,10 @@ async def healthz(request: Request) -> Response:
 
 routes = [
     Route("/api/sessions", create_session, methods=["POST"]),
+    Route("/api/sessions", list_sessions, methods=["GET"]),
     Route("/api/sessions/logout", logout, methods=["GET", "POST"]),
+    Route("/api/sessions/logout-others", logout_others, methods=["POST"]),
+    Route("/api/sessions/handles/{handle}", end_session_by_handle, methods=["DELETE"]),
     Route("/api/sessions/{session_id}", read_session, methods=["GET"]),
     Route("/api/terms", terms_status, methods=["GET"]),
     Route("/api/terms/accept", accept_terms, methods=["POST"]),

@@ -81,6 +81,10 @@ class RecordStore:
         """Whether the user accepted exactly this version."""
         raise NotImplementedError("subclasses of RecordStore must provide has_accepted()")
 
+    async def set_user_disabled(self, user_id: str, disabled: bool, now: float) -> User:
+        """Disable (or enable again) a user. Raises ``UserNotFound``. The caller ends sessions."""
+        raise NotImplementedError("subclasses of RecordStore must provide set_user_disabled()")
+
 
 class SessionStore:
     async def create(self, session: SessionRecord) -> None:
@@ -105,8 +109,22 @@ class SessionStore:
         """End every session of the institution's users. Returns how many ended."""
         raise NotImplementedError("subclasses of SessionStore must provide delete_for_institution()")
 
-    async def purge_expired(self, now: float, idle_timeout: float) -> int:
-        """Delete sessions past their absolute or idle end. Returns how many."""
+    async def delete_for_user(self, user_id: str, keep: bytes | None = None) -> int:
+        """End every session of the user except the one hashed ``keep``. Returns how many."""
+        raise NotImplementedError("subclasses of SessionStore must provide delete_for_user()")
+
+    async def list_for_user(self, user_id: str) -> list[SessionRecord]:
+        """The user's stored sessions, oldest first; may include some past their end."""
+        raise NotImplementedError("subclasses of SessionStore must provide list_for_user()")
+
+    async def list_for_institution(self, institution_id: int) -> list[SessionRecord]:
+        """The institution's stored sessions, oldest first; may include some past their end."""
+        raise NotImplementedError("subclasses of SessionStore must provide list_for_institution()")
+
+    async def purge_expired(self, now: float, idle_timeout: float, limit: int = 1_000) -> int:
+        """Delete at most ``limit`` sessions past their absolute or idle end, in one short
+        transaction, so purging never blocks requests for long. Returns how many; call again
+        while it returns ``limit``."""
         raise NotImplementedError("subclasses of SessionStore must provide purge_expired()")
 
 
@@ -120,8 +138,8 @@ class OnceStore:
         """Undo a claim whose operation failed later, so the key can be used again."""
         raise NotImplementedError("subclasses of OnceStore must provide release()")
 
-    async def purge_expired(self, now: float) -> int:
-        """Delete expired claims. Returns how many."""
+    async def purge_expired(self, now: float, limit: int = 1_000) -> int:
+        """Delete at most ``limit`` expired claims. Returns how many."""
         raise NotImplementedError("subclasses of OnceStore must provide purge_expired()")
 
 

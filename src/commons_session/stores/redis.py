@@ -3,8 +3,9 @@
 Layout (every key has a TTL; nothing scans the keyspace or listens to keyspace events):
 - ``cs:s:<sha256 hex>``: a hash per session; its TTL is the session's end (idle or absolute,
   whichever comes first), pushed forward by ``touch``.
-- ``cs:i:<institution id>``: a set of the institution's session hashes, so an institution can be
-  removed without a scan. Members may outlive their session; deleting a missing key is harmless.
+- ``cs:i:<institution id>`` and ``cs:u:<user id>``: sets of the institution's and the user's
+  session hashes, so they can be listed and ended without a scan. Members may outlive their
+  session (they are dropped when found dead); each set expires with its newest session.
 - ``cs:o:<namespace>:<key>``: a single-use marker, ``SET NX PXAT``.
 
 Each operation touches one key atomically (a Lua script or a single command), so the layout works
@@ -113,12 +114,11 @@ class RedisSessions(SessionStore):
             )
             if not created:
                 raise CreateError("A session with this id already exists.")
-            index = f"cs:i:{session.institution_id}"
-            pipe = self.client.pipeline(transaction=False)
-            pipe.sadd(index, session.id_hash.hex())
-            pipe.pexpireat(index, _ms(session.expires_at), nx=True)
-            pipe.pexpireat(index, _ms(session.expires_at), gt=True)
-            await pipe.execute()
+            for index in (f"cs:i:{session.institution_id}", f"cs:u:{session.user_id}"):
+                await self.client.sadd(index, session.id_hash.hex())
+                # NX sets the first TTL, GT only ever pushes it later.
+                await self.client.pexpireat(index, _ms(session.expires_at), nx=True)
+                await self.client.pexpireat(index, _ms(session.expires_at), gt=True)
 
     async def get(self, id_hash: bytes) -> SessionRecord | None:
         with _translated():
@@ -147,17 +147,43 @@ class RedisSessions(SessionStore):
         with _translated():
             return bool(await self.client.delete(self._key(id_hash)))
 
-    async def delete_for_institution(self, institution_id: int) -> int:
-        index = f"cs:i:{institution_id}"
+    async def _members(self, index: str) -> list[bytes]:
+        with _translated():
+            return sorted(bytes.fromhex(_text(m)) for m in await self.client.smembers(index))
+
+    async def _delete_all(self, index: str, keep: bytes | None = None) -> int:
         ended = 0
         with _translated():
-            members = await self.client.smembers(index)
-            for member in members:  # one key at a time: each lives in its own cluster slot
-                ended += await self.client.delete("cs:s:" + _text(member))
-            await self.client.delete(index)
+            for id_hash in await self._members(index):
+                if id_hash != keep:  # one key at a time: each lives in its own cluster slot
+                    ended += await self.client.delete(self._key(id_hash))
+                    await self.client.srem(index, id_hash.hex())
         return ended
 
-    async def purge_expired(self, now: float, idle_timeout: float) -> int:
+    async def delete_for_institution(self, institution_id: int) -> int:
+        return await self._delete_all(f"cs:i:{institution_id}")
+
+    async def delete_for_user(self, user_id: str, keep: bytes | None = None) -> int:
+        return await self._delete_all(f"cs:u:{user_id}", keep)
+
+    async def _list(self, index: str) -> list[SessionRecord]:
+        found = []
+        for id_hash in await self._members(index):
+            record = await self.get(id_hash)
+            if record is None:
+                with _translated():
+                    await self.client.srem(index, id_hash.hex())  # its TTL ended it
+            else:
+                found.append(record)
+        return sorted(found, key=lambda r: r.created_at)
+
+    async def list_for_user(self, user_id: str) -> list[SessionRecord]:
+        return await self._list(f"cs:u:{user_id}")
+
+    async def list_for_institution(self, institution_id: int) -> list[SessionRecord]:
+        return await self._list(f"cs:i:{institution_id}")
+
+    async def purge_expired(self, now: float, idle_timeout: float, limit: int = 1_000) -> int:
         """Redis expires sessions by TTL; there is nothing to purge."""
         return 0
 
@@ -178,7 +204,7 @@ class RedisOnce(OnceStore):
         with _translated():
             await self.client.delete(f"cs:o:{namespace}:{key}")
 
-    async def purge_expired(self, now: float) -> int:
+    async def purge_expired(self, now: float, limit: int = 1_000) -> int:
         """Markers expire by TTL; there is nothing to purge."""
         return 0
 

@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from ..domain.models import AccountSettings, Identity, Institution, Profile, SessionRecord, User
-from ..errors import CreateError, DuplicateInstitution, InstitutionNotFound
+from ..errors import CreateError, DuplicateInstitution, InstitutionNotFound, UserNotFound
 from .base import OnceStore, RecordStore, SessionStore
 
 __all__ = ["Database", "SqlOnce", "SqlRecords", "SqlSessions", "UniqueViolation"]
@@ -50,7 +50,9 @@ def _json(value: Any) -> dict[str, Any]:
 
 
 INSTITUTION_COLUMNS = "id, consumer_key, name, secret, previous_secret, settings, created_at"
-USER_COLUMNS = "id, institution_id, consumer_guid, lti_user_id, profile, created_at, last_launch_at"
+USER_COLUMNS = (
+    "id, institution_id, consumer_guid, lti_user_id, profile, created_at, last_launch_at, disabled_at"
+)
 SESSION_COLUMNS = (
     "id_hash, user_id, institution_id, contents, created_at, last_seen_at, expires_at, user_agent"
 )
@@ -75,6 +77,7 @@ def user_from_row(row: Row) -> User:
         profile=Profile.from_dict(_json(row[4])),
         created_at=float(row[5]),
         last_launch_at=float(row[6]),
+        disabled=row[7] is not None,
     )
 
 
@@ -206,6 +209,15 @@ class SqlRecords(_SqlStore, RecordStore):
         )
         return row is not None
 
+    async def set_user_disabled(self, user_id: str, disabled: bool, now: float) -> User:
+        row = await self.db.fetchone(
+            f"UPDATE users SET disabled_at = ? WHERE id = ? RETURNING {USER_COLUMNS}",
+            (now if disabled else None, user_id),
+        )
+        if row is None:
+            raise UserNotFound(f"No user has id {user_id!r}.")
+        return user_from_row(row)
+
 
 class SqlSessions(_SqlStore, SessionStore):
     async def create(self, session: SessionRecord) -> None:
@@ -247,9 +259,30 @@ class SqlSessions(_SqlStore, SessionStore):
     async def delete_for_institution(self, institution_id: int) -> int:
         return await self.db.execute("DELETE FROM sessions WHERE institution_id = ?", (institution_id,))
 
-    async def purge_expired(self, now: float, idle_timeout: float) -> int:
+    async def delete_for_user(self, user_id: str, keep: bytes | None = None) -> int:
         return await self.db.execute(
-            "DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at <= ?", (now, now - idle_timeout)
+            "DELETE FROM sessions WHERE user_id = ? AND id_hash <> ?", (user_id, keep or b"")
+        )
+
+    async def _list(self, where: str, param: Any) -> list[SessionRecord]:
+        rows = await self.db.fetchall(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE {where} = ? ORDER BY created_at", (param,)
+        )
+        return [session_from_row(r) for r in rows]
+
+    async def list_for_user(self, user_id: str) -> list[SessionRecord]:
+        return await self._list("user_id", user_id)
+
+    async def list_for_institution(self, institution_id: int) -> list[SessionRecord]:
+        return await self._list("institution_id", institution_id)
+
+    async def purge_expired(self, now: float, idle_timeout: float, limit: int = 1_000) -> int:
+        # Two index range scans, bounded by LIMIT, in one short statement.
+        return await self.db.execute(
+            "DELETE FROM sessions WHERE id_hash IN ("
+            " SELECT id_hash FROM sessions WHERE expires_at <= ?"
+            " UNION SELECT id_hash FROM sessions WHERE last_seen_at <= ? LIMIT ?)",
+            (now, now - idle_timeout, limit),
         )
 
 
@@ -267,5 +300,9 @@ class SqlOnce(_SqlStore, OnceStore):
     async def release(self, namespace: str, key: str) -> None:
         await self.db.execute("DELETE FROM once_claims WHERE namespace = ? AND key = ?", (namespace, key))
 
-    async def purge_expired(self, now: float) -> int:
-        return await self.db.execute("DELETE FROM once_claims WHERE expires_at <= ?", (now,))
+    async def purge_expired(self, now: float, limit: int = 1_000) -> int:
+        return await self.db.execute(
+            "DELETE FROM once_claims WHERE (namespace, key) IN ("
+            " SELECT namespace, key FROM once_claims WHERE expires_at <= ? LIMIT ?)",
+            (now, limit),
+        )
