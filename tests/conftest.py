@@ -4,6 +4,7 @@ stand-in that signs like Canvas."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
 import socket
@@ -220,8 +221,14 @@ def onboard(server: Server, canvas: FakeCanvas, user: CanvasUser) -> str:
     return session_id
 
 
+_iat_offsets = itertools.count()
+
+
 def create_session(server: Server, canvas: FakeCanvas, user: CanvasUser, **kw: Any) -> str:
-    """Exchange a fresh Canvas JWT for a session id."""
+    """Exchange a fresh Canvas JWT for a session id. Canvas gives byte-identical tokens for the
+    same user within one second (and we refuse the second as a replay), so each call here signs
+    a distinct ``iat`` unless the test chose one."""
+    kw.setdefault("iat", int(time.time()) - next(_iat_offsets) % 120)
     response = httpx.post(server.url + "/api/sessions", json={"jwt_token": canvas.jwt_token(user, **kw)})
     assert response.status_code == 201, response.text
     return str(response.json()["sessionId"])

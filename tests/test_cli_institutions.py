@@ -322,3 +322,9 @@ def test_serve_refuses_a_database_from_a_newer_release_before_listening(database
     _from_the_future(database)
     done = run(database, "serve", "--port", str(free_port()), timeout=30)
     refused(done, "newer", "upgrade")
+
+
+@pytest.mark.parametrize("bad_key", ["has space", "ключ", "tab\there", "k" * 256])
+def test_consumer_key_a_launch_could_never_match_is_refused(database: Path, bad_key: str) -> None:
+    refused(add(database, bad_key, "secret", "Example U"), "--consumer-key", "printable ASCII")
+    assert json.loads(run(database, "institutions", "list", "--json").stdout) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import socket
 from collections.abc import Iterator
 from http import HTTPStatus
@@ -28,7 +29,7 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body: dict[str, Any] = response.json()
-    assert PROBLEM_FIELDS <= set(body), body
+    assert set(body) >= PROBLEM_FIELDS, body
     assert body["status"] == status
     assert body["code"] == code
     assert body["type"] == f"urn:commons-session:problem:{code}"
@@ -39,8 +40,9 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
 
 
 def assert_no_trace(text: str) -> None:
-    for marker in ("Traceback", 'File "', "line ", "Error:", "site-packages"):
-        assert marker not in text, text
+    assert "Traceback" not in text, text
+    assert "site-packages" not in text, text
+    assert re.search(r'File "[^"]*", line \d+', text) is None, text
 
 
 def raw_request(server: Server, request: bytes) -> bytes:
@@ -74,7 +76,9 @@ def new_errors(server: Server) -> Iterator[None]:
 # -- the named error classes ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/nope", "/api/nope", "/api/sessions/a/b", "/api/terms/accept/x", "/terms/x"])
+@pytest.mark.parametrize(
+    "path", ["/nope", "/api/nope", "/api/sessions/a/b", "/api/terms/accept/x", "/terms/x"]
+)
 def test_unknown_route_is_404_not_found(server: Server, path: str) -> None:
     for method in ("GET", "POST"):
         assert_problem(httpx.request(method, server.url + path), 404, "not_found")
@@ -96,7 +100,9 @@ def test_unknown_route_is_404_not_found(server: Server, path: str) -> None:
         ("POST", "/openapi.json", {"GET"}),
     ],
 )
-def test_wrong_method_is_405_with_an_allow_header(server: Server, method: str, path: str, allowed: set[str]) -> None:
+def test_wrong_method_is_405_with_an_allow_header(
+    server: Server, method: str, path: str, allowed: set[str]
+) -> None:
     response = httpx.request(method, server.url + path)
     assert_problem(response, 405, "method_not_allowed")
     listed = {m.strip() for m in response.headers["allow"].split(",")}
@@ -190,7 +196,9 @@ def test_form_with_too_many_fields_is_400(server: Server) -> None:
 def test_truncated_body_is_400_not_500(server: Server, new_errors: None, path: str, framing: bytes) -> None:
     answer = raw_request(
         server,
-        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
         + framing,
     )
     assert raw_status(answer) == 400, answer[:300]
@@ -215,12 +223,20 @@ _GARBAGE: list[tuple[str, bytes, dict[str, str]]] = [
     ("json-huge-number", b'{"version": 1e999999, "jwt_token": 1e999999}', JSON),
     ("json-nan", b'{"version": NaN, "sessionId": Infinity}', JSON),
     ("json-nested", b'{"a": ' * 5_000 + b"1" + b"}" * 5_000, JSON),
-    ("json-wrong-types", b'{"jwt_token": ["a"], "sessionId": 5, "version": {"v": 1}, "csrf_token": []}', JSON),
+    (
+        "json-wrong-types",
+        b'{"jwt_token": ["a"], "sessionId": 5, "version": {"v": 1}, "csrf_token": []}',
+        JSON,
+    ),
     ("json-nulls", b'{"jwt_token": null, "sessionId": null, "version": null, "csrf_token": null}', JSON),
     ("json-jwt-garbage", b'{"jwt_token": "a.b.c"}', JSON),
     ("json-jwt-none-alg", b'{"jwt_token": "eyJhbGciOiJub25lIn0.eyJjb25zdW1lcl9rZXkiOiJ4In0."}', JSON),
     ("json-jwt-huge", b'{"jwt_token": "' + b"A" * 40_000 + b'"}', JSON),
-    ("json-unknown-session", b'{"sessionId": "' + WELL_FORMED_UNKNOWN_ID.encode() + b'", "version": "v"}', JSON),
+    (
+        "json-unknown-session",
+        b'{"sessionId": "' + WELL_FORMED_UNKNOWN_ID.encode() + b'", "version": "v"}',
+        JSON,
+    ),
     ("json-unicode", '{"jwt_token": "☃\\ud800", "sessionId": "é", "version": "\\u0000"}'.encode(), JSON),
     ("form-percent-junk", b"%%%=%%%&&&==&=&%zz=%", FORM),
     ("form-bad-escapes", b"jwt_token=%ff%fe%00&sessionId=%c3%28&version=%80", FORM),
@@ -255,6 +271,16 @@ _QUERIES = [
     "?" + "&".join(f"k{i}=v" for i in range(3_000)),
 ]
 
+# Every header set with no query and with one of the queries, every query with no headers.
+_COMBINATIONS = [
+    *(
+        (headers, query)
+        for i, (_, headers) in enumerate(_HEADERS)
+        for query in dict.fromkeys(["", _QUERIES[i % len(_QUERIES)]])
+    ),
+    *(([], query) for query in _QUERIES[1:]),
+]
+
 
 def _send(server: Server, client: httpx.Client, method: str, path: str, **kw: Any) -> httpx.Response:
     response = client.request(method, server.url + path, **kw)
@@ -262,7 +288,7 @@ def _send(server: Server, client: httpx.Client, method: str, path: str, **kw: An
     assert_no_trace(response.text)
     if response.status_code >= 400:
         assert response.headers["content-type"] == "application/problem+json", response.headers
-        assert PROBLEM_FIELDS <= set(response.json())
+        assert set(response.json()) >= PROBLEM_FIELDS
     return response
 
 
@@ -276,25 +302,32 @@ def test_garbage_bodies_never_get_a_500(server: Server, new_errors: None, path: 
 @pytest.mark.parametrize("path", POST_ROUTES)
 def test_garbage_headers_and_queries_never_get_a_500(server: Server, new_errors: None, path: str) -> None:
     with httpx.Client(timeout=10) as client:
-        for _, headers in _HEADERS:
-            for query in _QUERIES:
-                json_headers = [*headers, (b"content-type", b"application/json")]
-                form_headers = [*headers, (b"content-type", FORM["content-type"].encode())]
-                _send(server, client, "POST", path + query, content=b'{"version": "x"}', headers=json_headers)
-                _send(server, client, "POST", path + query, content=b"version=x&jwt_token=y", headers=form_headers)
+        for headers, query in _COMBINATIONS:
+            json_headers = [*headers, (b"content-type", b"application/json")]
+            form_headers = [*headers, (b"content-type", FORM["content-type"].encode())]
+            _send(server, client, "POST", path + query, content=b'{"version": "x"}', headers=json_headers)
+            _send(
+                server, client, "POST", path + query, content=b"version=x&jwt_token=y", headers=form_headers
+            )
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/", "/terms", "/api/terms", "/api/sessions/logout", f"/api/sessions/{WELL_FORMED_UNKNOWN_ID}", "/healthz"],
+    [
+        "/",
+        "/terms",
+        "/api/terms",
+        "/api/sessions/logout",
+        f"/api/sessions/{WELL_FORMED_UNKNOWN_ID}",
+        "/healthz",
+    ],
 )
 def test_garbage_headers_and_queries_on_get_routes_never_get_a_500(
     server: Server, new_errors: None, path: str
 ) -> None:
     with httpx.Client(timeout=10) as client:
-        for _, headers in _HEADERS:
-            for query in _QUERIES:
-                _send(server, client, "GET", path + query, headers=headers)
+        for headers, query in _COMBINATIONS:
+            _send(server, client, "GET", path + query, headers=headers)
 
 
 @pytest.mark.parametrize(
@@ -326,7 +359,9 @@ def test_unicode_and_odd_paths_never_get_a_500(server: Server, new_errors: None,
         b"GET /api/terms?state=\x01\x02 HTTP/1.1",
     ],
 )
-def test_bytes_no_client_would_send_never_get_a_500(server: Server, new_errors: None, request_line: bytes) -> None:
+def test_bytes_no_client_would_send_never_get_a_500(
+    server: Server, new_errors: None, request_line: bytes
+) -> None:
     answer = raw_request(server, request_line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert raw_status(answer) < 500, answer[:300]
     assert_no_trace(answer.decode("latin-1"))

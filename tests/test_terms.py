@@ -210,11 +210,15 @@ def test_cookie_form_post_without_csrf_token_is_refused_and_records_nothing(
     assert _terms(server, session_id)["accepted"] is False
 
 
-def test_cookie_with_json_body_needs_no_csrf_token(server: Server, canvas: FakeCanvas, user: CanvasUser) -> None:
+def test_cookie_with_json_body_needs_no_csrf_token(
+    server: Server, canvas: FakeCanvas, user: CanvasUser
+) -> None:
     session_id = _launched(server, canvas, user)
     version = _terms(server, session_id)["version"]
     response = httpx.post(
-        server.url + "/api/terms/accept", json={"version": version}, headers={"cookie": f"session={session_id}"}
+        server.url + "/api/terms/accept",
+        json={"version": version},
+        headers={"cookie": f"session={session_id}"},
     )
     assert response.status_code == 204
     assert _terms(server, session_id)["accepted"] is True
@@ -281,7 +285,9 @@ def test_terms_page_form_post_without_csrf_token_is_refused(
 def test_terms_page_csrf_token_belongs_to_one_session(server: Server, canvas: FakeCanvas) -> None:
     mine = _launched(server, canvas, CanvasUser())
     theirs = _launched(server, canvas, CanvasUser())
-    their_token = _hidden(httpx.get(server.url + "/terms", headers={"cookie": f"session={theirs}"}).text, "csrf_token")
+    their_token = _hidden(
+        httpx.get(server.url + "/terms", headers={"cookie": f"session={theirs}"}).text, "csrf_token"
+    )
     version = _terms(server, mine)["version"]
     response = httpx.post(
         server.url + "/terms",

@@ -66,11 +66,21 @@ def _require_nonempty(**values: str) -> None:
         raise InvalidInstitution(f"--{', --'.join(empty)} must not be empty.")
 
 
+def _check_consumer_key(key: str) -> None:
+    """Canvas sends the key in every launch form; one we could never match is refused here
+    rather than discovered as 401s later."""
+    if len(key) > 255 or not key.isascii() or not key.isprintable() or " " in key:
+        raise InvalidInstitution(
+            "--consumer-key must be at most 255 printable ASCII characters without spaces."
+        )
+
+
 async def _institutions(args: argparse.Namespace, stores: Stores) -> int:
     records, now = stores.records, time.time()
     if args.action == "add":
         secret = _secret(args.secret)
         _require_nonempty(consumer_key=args.consumer_key, secret=secret, name=args.name)
+        _check_consumer_key(args.consumer_key)
         institution = await records.add_institution(args.consumer_key, args.name, secret, now)
         print(f"added institution {institution.consumer_key!r} ({institution.name})")
     elif args.action == "list":

@@ -37,6 +37,8 @@ def _open(backend: str, tmp_path: Path) -> Stores:
 
 @pytest.fixture(params=["sqlite"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    """An empty store of the test's own: tests count rows and reuse keys, so a backend's branch
+    in ``_open`` must hand each test a fresh database (or key prefix)."""
     opened = _open(request.param, tmp_path)
     yield opened
     asyncio.run(opened.close())
@@ -53,7 +55,7 @@ def _key() -> str:
     return "key-" + secrets.token_hex(6)
 
 
-async def _institution(stores: Stores, secret: str = "s3cret") -> Institution:
+async def _institution(stores: Stores, secret: str = "s3cret") -> Institution:  # noqa: S107
     return await stores.records.add_institution(_key(), "Example U", secret, NOW)
 
 
@@ -113,11 +115,6 @@ def test_added_institution_is_found_by_exactly_its_key(stores: Stores) -> None:
     run(body)
 
 
-def test_closing_twice_is_safe(stores: Stores) -> None:
-    run(stores.close)
-    run(stores.close)
-
-
 def test_duplicate_consumer_key_raises_duplicate_institution_and_keeps_the_first(stores: Stores) -> None:
     async def body() -> None:
         key = _key()
@@ -138,7 +135,11 @@ def test_list_institutions_is_ordered_by_consumer_key(stores: Stores) -> None:
     async def body() -> None:
         for key in ("key-c", "key-a", "key-b"):
             await stores.records.add_institution(key, key.upper(), "s", NOW)
-        assert [i.consumer_key for i in await stores.records.list_institutions()] == ["key-a", "key-b", "key-c"]
+        assert [i.consumer_key for i in await stores.records.list_institutions()] == [
+            "key-a",
+            "key-b",
+            "key-c",
+        ]
 
     run(body)
 
@@ -480,3 +481,11 @@ def test_purge_expired_deletes_only_expired_claims(stores: Stores) -> None:
         assert await stores.once.purge_expired(NOW + 100) == 0
 
     run(body)
+
+
+# -- Stores ---------------------------------------------------------------------------------
+
+
+def test_closing_twice_is_safe(stores: Stores) -> None:
+    run(stores.close)
+    run(stores.close)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from urllib.parse import parse_qsl, urlencode
 
@@ -19,19 +20,36 @@ SECRET_QUERY_PARAMS = frozenset({"session-id", "state", "sessionId", "jwt_token"
 REDACTED = "[redacted]"
 
 
+# Anything shaped like a session id (43 base64url characters) or a compact JWS, wherever it
+# appears: a client that sends an id under a wrong name or in a mistyped path must not get it
+# logged either.
+_SECRET_SHAPED = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:[A-Za-z0-9_-]{43}|eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)(?![A-Za-z0-9_-])"
+)
+
+
 def redact_path(path: str) -> str:
-    """``/api/sessions/{id}`` carries an id in the path; nothing else does."""
+    """``/api/sessions/{id}`` carries an id in the path; nothing else should."""
     prefix = "/api/sessions/"
     if path.startswith(prefix):
         rest = path[len(prefix) :]
         if rest not in ("logout", "logout-others", "") and not rest.startswith("handles/"):
             return prefix + REDACTED
-    return path
+    return _SECRET_SHAPED.sub(REDACTED, path)
 
 
 def redact_query(query: str) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, REDACTED if k in SECRET_QUERY_PARAMS else v) for k, v in pairs], safe="[]")
+    return urlencode(
+        [
+            (
+                _SECRET_SHAPED.sub(REDACTED, k),
+                REDACTED if k in SECRET_QUERY_PARAMS else _SECRET_SHAPED.sub(REDACTED, v),
+            )
+            for k, v in pairs
+        ],
+        safe="[]",
+    )
 
 
 class SecurityHeadersMiddleware:

@@ -264,14 +264,14 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "homePage",
                     "summary": "Who is signed in",
-                    "responses": {"200": _html("The home page.")},
+                    "responses": {"200": _html("The home page."), **_errors(400, 503)},
                 }
             },
             "/terms": {
                 "get": {
                     "operationId": "termsPage",
                     "summary": "The terms of service page",
-                    "responses": {"200": _html("The terms page.")},
+                    "responses": {"200": _html("The terms page."), **_errors(400, 503)},
                 },
                 "post": {
                     "operationId": "acceptTermsForm",

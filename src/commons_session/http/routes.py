@@ -22,7 +22,7 @@ from ..errors import (
     SessionRequired,
 )
 from . import pages
-from .bodies import FORM, Body, read_body
+from .bodies import FORM, JSON, Body, read_body
 from .carriers import Carried, _cookie_values, extract_session_id
 from .cookies import clear_session_cookie, set_session_cookie
 from .openapi import openapi_document
@@ -47,10 +47,11 @@ def csrf_token_for(session_id: str) -> str:
 
 
 def _check_csrf(carried: Carried, body: Body) -> None:
-    """A cookie rides along on cross-site form posts, so a form authenticated by the cookie
-    must also carry the token from our own page. JSON cannot be posted cross-site without a
-    CORS preflight, which we never grant."""
-    if carried.carrier == "cookie" and body.media_type == FORM:
+    """A cookie rides along on cross-site form posts, so a request authenticated by the cookie
+    must also carry the token from our own page, unless its body is JSON: JSON cannot be posted
+    cross-site without a CORS preflight, which we never grant. An empty body needs the token
+    too (a cross-site form with no fields posts one)."""
+    if carried.carrier == "cookie" and body.media_type != JSON:
         token = (body.fields or {}).get("csrf_token")
         if not isinstance(token, str) or not hmac.compare_digest(token, csrf_token_for(carried.session_id)):
             raise CrossOriginRequest()
