@@ -159,7 +159,12 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait(lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None, "redis")
+
+        def accepting() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return True
+
+        _wait(accepting, "redis")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -385,3 +385,24 @@ def test_malformed_headers_never_get_a_500(server: Server, new_errors: None, hea
     )
     assert raw_status(answer) < 500, answer[:300]
     assert_no_trace(answer.decode("latin-1"))
+
+
+def test_trailing_slash_is_a_404_problem_not_a_redirect(server: Server) -> None:
+    response = httpx.get(server.url + "/terms/", follow_redirects=False)
+    assert_problem(response, 404, "not_found")
+
+
+def test_unexpected_error_answer_has_no_trace_and_keeps_the_security_headers() -> None:
+    """The catch-all handler runs outside the middleware stack, so it must add the headers."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from commons_session.http.problems import exception_handlers
+
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "query_string": b""}
+    response = asyncio.run(exception_handlers[Exception](Request(scope), RuntimeError("secret detail")))
+    assert response.status_code == 500
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert b"secret detail" not in response.body and b"Traceback" not in response.body

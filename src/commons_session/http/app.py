@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # "/terms/" is a 404 problem, not a redirect
     app.state.settings = settings
     app.state.service = build_service(settings, stores)
     return app

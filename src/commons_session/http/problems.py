@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from .. import errors
-from .middleware import redact_path
+from .middleware import SecurityHeadersMiddleware, redact_path
 
 __all__ = ["ProblemResponse", "exception_handlers", "problem", "status_for"]
 
@@ -112,7 +112,11 @@ def _allowed(request: Request) -> str:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
-    return problem(500, "internal_error", "Something went wrong on our side; it has been logged.")
+    # This handler runs outside the middleware stack, so it adds the security headers itself.
+    headers = {name.decode(): value.decode() for name, value in SecurityHeadersMiddleware.HEADERS}
+    return problem(
+        500, "internal_error", "Something went wrong on our side; it has been logged.", headers=headers
+    )
 
 
 exception_handlers: dict[Any, Any] = {
