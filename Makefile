@@ -1,13 +1,15 @@
 # The two commands: `make run` serves on 127.0.0.1:8000 with the SQLite default;
-# `make test` runs the linters, the type checker and every test.
+# `make test` runs the linters, the type checker and every test. `make bench` writes
+# docs/performance.md (about 11 minutes on 2 cores).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck pytest clean
+.PHONY: install run test lint typecheck pytest clean bench bench-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,22 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The benchmark's tools, which the smoke run in `make test` needs too: the bench extra
+# (uvicorn, matplotlib, py-spy) and wrk from Debian's packages (installed when run as root).
+# Node.js, npm and redis-server come with the machine; bench/run.py says so if one is missing.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-tools: $(BENCH_STAMP)
+	@command -v wrk >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+		else echo "wrk is missing: sudo apt-get install wrk" >&2; exit 1; fi; }
+
+bench: bench-tools
+	$(BIN)/python bench/run.py
 
 run: install
 	$(BIN)/commons-session serve --host $(HOST) --port $(PORT)
@@ -27,7 +45,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install bench-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

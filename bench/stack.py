@@ -36,13 +36,48 @@ BIN = Path(sys.executable).parent
 TARGET = "commons_session.http.app:create_app"
 
 SERVERS = {
-    "granian/asyncio": lambda port: [str(BIN / "granian"), "--interface", "asgi", "--factory", "--loop",
-                                     "asyncio", "--no-ws", "--log-level", "warning", "--port", str(port), TARGET],
-    "granian/uvloop": lambda port: [str(BIN / "granian"), "--interface", "asgi", "--factory", "--loop",
-                                    "uvloop", "--no-ws", "--log-level", "warning", "--port", str(port), TARGET],
-    "uvicorn/uvloop+httptools": lambda port: [str(BIN / "uvicorn"), "--factory", "--loop", "uvloop", "--http",
-                                              "httptools", "--no-access-log", "--log-level", "warning",
-                                              "--port", str(port), TARGET],
+    "granian/asyncio": lambda port: [
+        str(BIN / "granian"),
+        "--interface",
+        "asgi",
+        "--factory",
+        "--loop",
+        "asyncio",
+        "--no-ws",
+        "--log-level",
+        "warning",
+        "--port",
+        str(port),
+        TARGET,
+    ],
+    "granian/uvloop": lambda port: [
+        str(BIN / "granian"),
+        "--interface",
+        "asgi",
+        "--factory",
+        "--loop",
+        "uvloop",
+        "--no-ws",
+        "--log-level",
+        "warning",
+        "--port",
+        str(port),
+        TARGET,
+    ],
+    "uvicorn/uvloop+httptools": lambda port: [
+        str(BIN / "uvicorn"),
+        "--factory",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--port",
+        str(port),
+        TARGET,
+    ],
 }
 
 
@@ -59,8 +94,9 @@ def seed(db: Path, count: int) -> list[str]:
     for i in range(count):
         sid = new_session_id()
         ids.append(sid)
-        record = SessionRecord(hash_id(sid), f"user{i}", 1, {"userId": f"user{i}", "roles": ["Learner"]},
-                               now, now, now + 86_400)
+        record = SessionRecord(
+            hash_id(sid), f"user{i}", 1, {"userId": f"user{i}", "roles": ["Learner"]}, now, now, now + 86_400
+        )
         asyncio.run(stores.sessions.create(record))
     asyncio.run(stores.close())
     return ids
@@ -95,20 +131,28 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def bench_servers(args: argparse.Namespace, db: Path, ids_file: Path) -> dict[str, dict[str, float]]:
-    env = dict(os.environ, COMMONS_SESSION_DATABASE_URL=f"sqlite:///{db}", COMMONS_SESSION_LOG_LEVEL="warning",
-               COMMONS_SESSION_TOUCH_INTERVAL="3600", IDS=str(ids_file))
+    env = dict(
+        os.environ,
+        COMMONS_SESSION_DATABASE_URL=f"sqlite:///{db}",
+        COMMONS_SESSION_LOG_LEVEL="warning",
+        COMMONS_SESSION_TOUCH_INTERVAL="3600",
+        IDS=str(ids_file),
+    )
     runs: dict[str, dict[str, list[float]]] = {name: {"healthz": [], "read": []} for name in SERVERS}
     for _ in range(args.rounds):
         for name, command in SERVERS.items():
             port = free_port()
-            proc = subprocess.Popen(command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             try:
                 url = f"http://127.0.0.1:{port}"
                 wait_ready(url, proc)
                 wrk(url + "/healthz", 1, args.connections, None, env)  # warm-up
                 runs[name]["healthz"].append(wrk(url + "/healthz", args.seconds, args.connections, None, env))
                 runs[name]["read"].append(
-                    wrk(url, args.seconds, args.connections, HERE / "read_session.lua", env))
+                    wrk(url, args.seconds, args.connections, HERE / "read_session.lua", env)
+                )
             finally:
                 proc.terminate()
                 proc.wait()
@@ -144,7 +188,9 @@ def bench_store_call(db: Path, ids: list[str], n: int = 20_000) -> dict[str, flo
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
@@ -161,21 +207,32 @@ def main() -> int:
         servers = bench_servers(args, db, ids_file)
         store = bench_store_call(db, ids)
     base = servers["uvicorn/uvloop+httptools"]
-    print(f"\n# Server choice ({args.rounds} interleaved rounds x {args.seconds}s, {args.connections} connections, "
-          f"{args.sessions} sessions, median req/s)\n")
-    print("| server | /healthz req/s | read req/s | read / own healthz | healthz vs uvicorn | read vs uvicorn |")
+    print(
+        f"\n# Server choice ({args.rounds} interleaved rounds x {args.seconds}s, "
+        f"{args.connections} connections, {args.sessions} sessions, median req/s)\n"
+    )
+    print(
+        "| server | /healthz req/s | read req/s | read / own healthz | healthz vs uvicorn | read vs uvicorn |"
+    )
     print("|---|---|---|---|---|---|")
     for name, r in servers.items():
-        print(f"| {name} | {r['healthz']:.0f} | {r['read']:.0f} | {r['read'] / r['healthz']:.2f} | "
-              f"{r['healthz'] / base['healthz']:.2f} | {r['read'] / base['read']:.2f} |")
+        print(
+            f"| {name} | {r['healthz']:.0f} | {r['read']:.0f} | {r['read'] / r['healthz']:.2f} | "
+            f"{r['healthz'] / base['healthz']:.2f} | {r['read'] / base['read']:.2f} |"
+        )
     print("\n# SQLite session lookup (in-process, microseconds per call, median of 3)\n")
     print("| call | us/call | ratio |")
     print("|---|---|---|")
     print(f"| sqlite3 on the loop thread | {store['direct']:.1f} | 1.00 |")
-    print(f"| same query via asyncio.to_thread | {store['thread']:.1f} | {store['thread'] / store['direct']:.1f} |")
+    print(
+        f"| same query via asyncio.to_thread | {store['thread']:.1f} |"
+        f" {store['thread'] / store['direct']:.1f} |"
+    )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "stack.json").write_text(json.dumps({"servers": servers, "store_us": store, "args": vars(args)}, indent=2))
+    (out / "stack.json").write_text(
+        json.dumps({"servers": servers, "store_us": store, "args": vars(args)}, indent=2)
+    )
     return 0
 
 

@@ -184,6 +184,17 @@ def redis_server() -> Iterator[RedisServer]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is a valid port and free too: Redis
+    refuses to start a cluster node above 55535."""
+    while True:
+        port = free_port()
+        if port + 10_000 <= 65_535:
+            with contextlib.suppress(OSError), socket.socket() as bus:
+                bus.bind(("127.0.0.1", port + 10_000))
+                return port
+
+
 @contextlib.contextmanager
 def redis_cluster(masters: int = 3) -> Iterator[str]:
     """A Redis Cluster of ``masters`` nodes on loopback; yields a ``redis+cluster://`` URL."""
@@ -192,7 +203,7 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
     nodes = []
     try:
         for _ in range(masters):
-            port = free_port()
+            port = _cluster_port()
             node = RedisServer(
                 port,
                 directory,

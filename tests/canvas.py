@@ -5,127 +5,15 @@ signs them: form-encoded, HMAC-SHA1, signature in the body, ``oauth_callback=abo
 JWTs are minted by PyJWT the way Canvas' ``jwt_token`` endpoint mints them: the launch
 parameters without ``oauth_*``, plus ``consumer_key`` and ``iat``, HS256 with the shared secret,
 header ``{"typ":"JWT","alg":"HS256"}``, no ``exp``.
+
+The signing lives in ``commons_session.devcanvas.signing``, shared with ``commons-session
+dev-canvas``; ``FakeCanvas`` is its ``LtiConsumer`` (``launch_params``, ``signed_launch``,
+``jwt_token``, and the lower-level ``sign`` and ``mint_jwt``).
 """
 
 from __future__ import annotations
 
-import secrets
-import time
-import warnings
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlencode
+from commons_session.devcanvas.signing import GUID, CanvasUser
+from commons_session.devcanvas.signing import LtiConsumer as FakeCanvas
 
-import jwt
-from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, SIGNATURE_TYPE_BODY, Client
-
-GUID = "7db438071375c02373713c12c73869ff2f470b68:canvas-lms"
-
-
-@dataclass
-class CanvasUser:
-    lti_user_id: str = field(default_factory=lambda: secrets.token_hex(20))
-    canvas_user_id: str = "42"
-    name: str = "Ada Lovelace"
-    given: str = "Ada"
-    roles: str = "Instructor"
-    ext_roles: str = (
-        "urn:lti:instrole:ims/lis/Instructor,urn:lti:role:ims/lis/Instructor,urn:lti:sysrole:ims/lis/User"
-    )
-    image: str = "https://canvas.example.edu/images/thumbnails/42/avatar.png"
-
-
-@dataclass
-class FakeCanvas:
-    consumer_key: str
-    secret: str
-    guid: str = GUID
-    instance_name: str = "Example University"
-    api_domain: str = "canvas.example.edu"
-
-    def launch_params(self, user: CanvasUser, **overrides: Any) -> dict[str, Any]:
-        """The LTI 1.1 parameters Canvas sends for a course navigation launch."""
-        params: dict[str, Any] = {
-            "context_id": "4dde05e8ca1973bcca9bffc13e1548820eee93a3",
-            "context_label": "BIO101",
-            "context_title": "Biology 101",
-            "custom_canvas_api_domain": self.api_domain,
-            "custom_canvas_course_id": "7",
-            "custom_canvas_enrollment_state": "active",
-            "custom_canvas_user_id": user.canvas_user_id,
-            "custom_canvas_user_login_id": "$Canvas.user.loginId",
-            "custom_canvas_workflow_state": "available",
-            "ext_roles": user.ext_roles,
-            "launch_presentation_document_target": "iframe",
-            "launch_presentation_locale": "en",
-            "launch_presentation_return_url": f"https://{self.api_domain}/courses/7/external_content/success/external_tool_redirect",
-            "lis_person_contact_email_primary": None,
-            "lis_person_name_family": None,
-            "lis_person_name_full": user.name,
-            "lis_person_name_given": user.given,
-            "lti_message_type": "basic-lti-launch-request",
-            "lti_version": "LTI-1p0",
-            "resource_link_id": "6e06f2bb1d2ba6e6cf7e7e1d3bd7e8f6d5a8d1e9",
-            "resource_link_title": "Commons",
-            "roles": user.roles,
-            "tool_consumer_info_product_family_code": "canvas",
-            "tool_consumer_info_version": "cloud",
-            "tool_consumer_instance_contact_email": "notifications@example.edu",
-            "tool_consumer_instance_guid": self.guid,
-            "tool_consumer_instance_name": self.instance_name,
-            "user_id": user.lti_user_id,
-            "user_image": user.image,
-        }
-        params.update(overrides)
-        return params
-
-    def signed_launch(
-        self,
-        url: str,
-        user: CanvasUser,
-        *,
-        secret: str | None = None,
-        timestamp: int | None = None,
-        nonce: str | None = None,
-        **overrides: Any,
-    ) -> tuple[str, dict[str, str]]:
-        """A launch form body and its headers, signed as Canvas signs it. A ``None`` value is
-        left out of the form, as Canvas leaves out what the privacy level withholds."""
-        params = {k: v for k, v in self.launch_params(user, **overrides).items() if v is not None}
-        params["oauth_callback"] = "about:blank"
-        client = Client(
-            self.consumer_key,
-            client_secret=self.secret if secret is None else secret,
-            signature_method=SIGNATURE_HMAC_SHA1,
-            signature_type=SIGNATURE_TYPE_BODY,
-            timestamp=None if timestamp is None else str(timestamp),
-            nonce=nonce or secrets.token_hex(20),  # Canvas nonces are ~40 characters
-        )
-        _, headers, body = client.sign(
-            url,
-            http_method="POST",
-            body=urlencode(params),
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        return body, headers
-
-    def jwt_token(
-        self,
-        user: CanvasUser,
-        *,
-        secret: str | None = None,
-        iat: float | None = None,
-        **overrides: Any,
-    ) -> str:
-        """What ``GET /api/lti/accounts/self/jwt_token`` answers in ``jwt_token``."""
-        payload = self.launch_params(user, **overrides)
-        payload["consumer_key"] = self.consumer_key
-        payload["iat"] = int(time.time() if iat is None else iat)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)  # Canvas secrets are short
-            return jwt.encode(
-                payload,
-                self.secret if secret is None else secret,
-                algorithm="HS256",
-                headers={"typ": "JWT"},
-            )
+__all__ = ["GUID", "CanvasUser", "FakeCanvas"]

@@ -116,6 +116,9 @@ def start_server(tmp: Path, **settings: Any) -> Server:
     db_path = tmp / "commons-session.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMMONS_SESSION_")}
     env["COMMONS_SESSION_DATABASE_URL"] = f"sqlite:///{db_path}"
+    # Every test's deliberate failures come from 127.0.0.1, so rate limits are off unless a test
+    # sets them (tests/test_ratelimit.py).
+    settings = {"rate_limit_address_failures": 0, "rate_limit_institution_requests": 0, **settings}
     for name, value in settings.items():
         env[f"COMMONS_SESSION_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     log_path = tmp / "server.log"

@@ -20,6 +20,7 @@ from commons_session.http.routes import routes
 
 from .canvas import CanvasUser, FakeCanvas
 from .conftest import Server, launch, onboard, session_cookie
+from .platform13 import jwks_server, login, post_launch, register
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 BASE = "urn:commons-session:openapi"
@@ -396,3 +397,65 @@ def test_every_documented_operation_answers_as_documented_to_anonymous_and_garba
             for probe in [*probes, *extra]:
                 response = httpx.request(method.upper(), server.url + path, **probe)
                 check(method.upper(), template, response)
+
+
+# -- conformance: LTI 1.3 and the cookie-less hand-off -------------------------------------------
+
+
+def test_lti13_and_exchange_responses_conform(check: Check, server: Server) -> None:
+    seen: set[tuple[str, str, int]] = set()
+
+    def record(method: str, template: str, response: httpx.Response) -> httpx.Response:
+        check(method, template, response)
+        seen.add((method, template, response.status_code))
+        return response
+
+    with jwks_server() as jwks:
+        platform = register(server, jwks)
+        user = CanvasUser()
+        target = {"target_link_uri": server.url + "/api/lti/launch"}
+        for method in ("GET", "POST"):
+            record(method, "/api/lti/login", login(server, platform, method=method).response)  # 302
+        storage = httpx.get(
+            server.url + "/api/lti/login",
+            params={"iss": platform.issuer, "login_hint": "h", "lti_storage_target": "_parent", **target},
+        )
+        record("GET", "/api/lti/login", storage)  # 200
+        record("GET", "/api/lti/login", httpx.get(server.url + "/api/lti/login", params={"iss": "x"}))  # 400
+
+        started = login(server, platform)
+        token = platform.id_token(user, started.nonce)
+        launch_page = post_launch(server, token, started.state, None, accept="text/html")
+        record("POST", "/api/lti/launch", launch_page)  # 401 text/html
+        record("POST", "/api/lti/launch", post_launch(server, token, started.state, None))  # 401 problem
+        stored = post_launch(server, token, started.state, None, lti_storage_target="_parent")
+        record("POST", "/api/lti/launch", stored)  # 200 Platform Storage page
+        landed = record("POST", "/api/lti/launch", post_launch(server, token, started.state, started.binding))
+        record("POST", "/api/lti/launch", post_launch(server, "x", "y", None))  # 401
+
+        again = login(server, platform)
+        confirm = server.url + "/api/lti/launch/confirm"
+        body = {
+            "id_token": platform.id_token(user, again.nonce),
+            "state": again.state,
+            "binding": again.binding,
+        }
+        record("POST", "/api/lti/launch/confirm", httpx.post(confirm, json=body))  # 200
+        record("POST", "/api/lti/launch/confirm", httpx.post(confirm, json=body))  # 401 nonce_replayed
+        record("POST", "/api/lti/launch/confirm", httpx.post(confirm, json={}))  # 400
+
+    code = landed.headers["location"].split("code=", 1)[1]
+    exchange = server.url + "/api/sessions/exchange"
+    record("POST", "/api/sessions/exchange", httpx.post(exchange, json={"code": code}))  # 200
+    record("POST", "/api/sessions/exchange", httpx.post(exchange, json={"code": code}))  # 401
+    record("POST", "/api/sessions/exchange", httpx.post(exchange, json={"code": 1}))  # 400
+    for page in ("/", "/terms"):
+        record("GET", page, httpx.get(server.url + page, params={"code": code}))  # 200 exchange shell
+    record("GET", "/static/{name}", httpx.get(server.url + "/static/session.js"))  # 200
+    record("GET", "/static/{name}", httpx.get(server.url + "/static/other.js"))  # 404
+
+    assert {s for m, t, s in seen if t == "/api/lti/login"} == {200, 302, 400}
+    assert {s for m, t, s in seen if t == "/api/lti/launch"} == {200, 303, 401}
+    assert {s for m, t, s in seen if t == "/api/lti/launch/confirm"} == {200, 400, 401}
+    assert {s for m, t, s in seen if t == "/api/sessions/exchange"} == {200, 400, 401}
+    assert {s for m, t, s in seen if t == "/static/{name}"} == {200, 404}

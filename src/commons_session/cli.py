@@ -8,20 +8,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from . import login as login_cli
 from .config import Settings
+from .devcanvas import cli as devcanvas_cli
+from .domain.audit import EVENTS
 from .domain.ids import handle_for
 from .domain.models import AccountSettings, Institution, SessionRecord
 from .domain.service import SessionService, iso8601
-from .errors import InstitutionNotFound, InvalidInstitution, SessionServiceError, UserNotFound
+from .errors import (
+    InstitutionNotFound,
+    InvalidInstitution,
+    SessionServiceError,
+    StoreUnavailable,
+    UserNotFound,
+)
 from .http.app import build_service
 from .stores.base import Stores
 
@@ -75,7 +88,20 @@ def _check_consumer_key(key: str) -> None:
         )
 
 
-async def _institutions(args: argparse.Namespace, stores: Stores) -> int:
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def _check_platform_url(option: str, url: str) -> None:
+    """The platform's keys and login endpoint: https, or plain http on this machine only (the
+    dev-canvas stand-in), since whoever answers the JWKS URL decides who may launch."""
+    parts = urlsplit(url.strip())
+    if not parts.hostname or parts.scheme not in ("https", "http"):
+        raise InvalidInstitution(f"--{option} must be an https URL.")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise InvalidInstitution(f"--{option} must use https (plain http only on localhost).")
+
+
+async def _institutions(args: argparse.Namespace, settings: Settings, stores: Stores) -> int:
     records, now = stores.records, time.time()
     if args.action == "add":
         secret = _secret(args.secret)
@@ -84,15 +110,49 @@ async def _institutions(args: argparse.Namespace, stores: Stores) -> int:
         institution = await records.add_institution(args.consumer_key, args.name, secret, now)
         print(f"added institution {institution.consumer_key!r} ({institution.name})")
     elif args.action == "list":
-        found = [_describe(i) for i in await records.list_institutions()]
+        registrations = await records.list_lti13_registrations()
+        found = [
+            {**_describe(i), "lti13": [r.as_dict() for r in registrations if r.institution_id == i.id]}
+            for i in await records.list_institutions()
+        ]
         if args.json:
             print(json.dumps(found, indent=2))
         for item in [] if args.json else found:
             rotating = "  (rotating: two secrets verify)" if item["rotating"] else ""
             print(f"{item['consumer_key']}\t{item['name']}{rotating}")
+            for lti13 in item["lti13"]:
+                print(
+                    f"\tLTI 1.3: issuer {lti13['issuer']} client_id {lti13['client_id']}"
+                    f" deployments {', '.join(lti13['deployment_ids'])}"
+                )
+    elif args.action == "add-lti13":
+        _require_nonempty(issuer=args.issuer, client_id=args.client_id)
+        deployments = tuple(dict.fromkeys(d.strip() for d in args.deployment_id))
+        if not all(deployments):
+            raise InvalidInstitution("--deployment-id must not be empty.")
+        for option, url in (("jwks-url", args.jwks_url), ("auth-url", args.auth_url)):
+            _check_platform_url(option, url)
+        registration = await records.add_lti13_registration(
+            args.consumer_key,
+            issuer=args.issuer.strip(),
+            client_id=args.client_id.strip(),
+            deployment_ids=deployments,
+            jwks_url=args.jwks_url,
+            auth_url=args.auth_url,
+            now=now,
+        )
+        print(
+            f"{args.consumer_key!r}: LTI 1.3 issuer {registration.issuer} client_id "
+            f"{registration.client_id}, deployments {', '.join(registration.deployment_ids)}"
+        )
+    elif args.action == "remove-lti13":
+        registration = await records.remove_lti13_registration(args.issuer, args.client_id)
+        print(f"removed LTI 1.3 issuer {registration.issuer} client_id {registration.client_id}")
     elif args.action == "remove":
         institution = await records.remove_institution(args.consumer_key)
-        ended = await stores.sessions.delete_for_institution(institution.id)
+        ended = await build_service(settings, stores).revoke_sessions(
+            institution_id=institution.id, reason="institution_removed"
+        )
         print(f"removed institution {institution.consumer_key!r}; ended {ended} session(s)")
     elif args.action == "rotate-secret":
         secret = _secret(args.secret)
@@ -134,6 +194,66 @@ async def _purge(settings: Settings, stores: Stores) -> int:
         claims += batch
         await asyncio.sleep(PURGE_PAUSE)
     print(f"purged {sessions} expired session(s) and {claims} expired single-use marker(s)")
+    if settings.audit_retention:
+        events = 0
+        before = now - settings.audit_retention
+        while (batch := await stores.records.purge_audit_events(before, PURGE_BATCH)) > 0:
+            events += batch
+            await asyncio.sleep(PURGE_PAUSE)
+        print(f"purged {events} audit event(s) older than {iso8601(before)}")
+    return 0
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def _since(value: str) -> float:
+    """An ISO 8601 time; without a zone it is UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2026-11-01T08:00Z, got {value!r}"
+        ) from exc
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+async def _audit(args: argparse.Namespace, stores: Stores) -> int:
+    """The audit stream, newest first. Sessions appear only as a prefix of their id's SHA-256."""
+    keys = {i.id: i.consumer_key for i in await stores.records.list_institutions()}
+    institution_id = None
+    if args.institution is not None:
+        found = await stores.records.get_institution(args.institution)
+        if found is None:
+            raise InstitutionNotFound(f"No institution has consumer key {args.institution!r}.")
+        institution_id = found.id
+    events = await stores.records.list_audit_events(
+        user_id=args.user, institution_id=institution_id, event=args.event, since=args.since, limit=args.limit
+    )
+    for event in events:
+        row = {
+            "at": iso8601(event.at),
+            "event": event.event,
+            "reason": event.reason,
+            "user_id": event.user_id,
+            "institution": keys.get(event.institution_id) if event.institution_id is not None else None,
+            "session": event.session_hash,
+            "request_id": event.request_id,
+            "detail": event.detail,
+        }
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(
+                "\t".join(
+                    "-" if v in (None, {}) else json.dumps(v) if isinstance(v, dict) else str(v)
+                    for v in row.values()
+                )
+            )
     return 0
 
 
@@ -169,10 +289,8 @@ async def _sessions(args: argparse.Namespace, settings: Settings, stores: Stores
             if now < service.expires_at(record):
                 print(json.dumps(_session_row(service, record)))
         return 0
-    ended = await (
-        stores.sessions.delete_for_institution(institution.id)
-        if institution
-        else stores.sessions.delete_for_user(args.user)
+    ended = await service.revoke_sessions(
+        user_id=None if institution else args.user, institution_id=institution.id if institution else None
     )
     print(f"ended {ended} session(s)")
     return 0
@@ -190,24 +308,46 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from granian.constants import Interfaces
     from granian.server import Server
 
-    # Open (and migrate) once here, so a bad URL or a too-new schema fails before binding.
-    asyncio.run(_with_stores(settings, lambda stores: _noop()))
+    # Open (and migrate) once here, so a bad URL or a too-new schema fails before binding. A store
+    # that is only down right now does not stop the start: the workers answer 503 until it returns
+    # (their lifespan tolerates it too), so the service recovers without a restart.
+    try:
+        asyncio.run(_with_stores(settings, lambda stores: _noop()))
+    except StoreUnavailable:
+        print("commons-session: store unavailable at start; answering 503 until it returns", file=sys.stderr)
     print(
         f"commons-session serving on http://{args.host}:{args.port} ({settings.database_url})",
         file=sys.stderr,
     )
-    Server(
-        "commons_session.http.app:create_app",
-        address=args.host,
-        port=args.port,
-        interface=Interfaces.ASGI,
-        workers=args.workers,
-        factory=True,
-        log_access=False,  # we log access ourselves, with ids redacted
-        log_level=settings.log_level.lower(),  # type: ignore[arg-type]
-        websockets=False,
-    ).serve()
+    with _metrics_directory():
+        Server(
+            "commons_session.http.app:create_app",
+            address=args.host,
+            port=args.port,
+            interface=Interfaces.ASGI,
+            workers=args.workers,
+            factory=True,
+            log_access=False,  # we log access ourselves, with ids redacted
+            log_level=settings.log_level.lower(),  # type: ignore[arg-type]
+            websockets=False,
+        ).serve()
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_directory() -> Iterator[None]:
+    """Workers write their metrics to files in one directory, so ``/metrics`` from any of them
+    reports the totals of all (prometheus_client's multiprocess mode). A fresh directory per
+    run, removed afterwards, unless the operator chose one with PROMETHEUS_MULTIPROC_DIR."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="commons-session-metrics-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # the workers inherit it
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 async def _noop() -> int:
@@ -226,6 +366,8 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="create or upgrade the database schema")
     commands.add_parser("purge", help="delete expired sessions and single-use markers")
+    login_cli.add_parsers(commands)  # login, whoami, logout: a session for the person at the terminal
+    devcanvas_cli.add_parser(commands)  # dev-canvas: a local Canvas stand-in, for development and tests
 
     sessions = commands.add_parser("sessions", help="list or end sessions of a user or an institution")
     session_actions = sessions.add_subparsers(dest="action", required=True)
@@ -234,6 +376,16 @@ def _parser() -> argparse.ArgumentParser:
         whose = action.add_mutually_exclusive_group(required=True)
         whose.add_argument("--user", help="a user id (userId in session contents)")
         whose.add_argument("--institution", help="an institution's consumer key")
+
+    audit = commands.add_parser("audit", help="show session and launch events, newest first")
+    audit.add_argument("--user", help="only this user id")
+    audit.add_argument("--institution", help="only this institution's consumer key")
+    audit.add_argument("--event", choices=sorted(EVENTS), help="only this kind of event")
+    audit.add_argument(
+        "--since", type=_since, help="only events at or after this ISO 8601 time (UTC if no zone)"
+    )
+    audit.add_argument("--limit", type=_positive, default=100, help="at most this many events (default 100)")
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
 
     users = commands.add_parser("users", help="disable or enable a user")
     user_actions = users.add_subparsers(dest="action", required=True)
@@ -255,6 +407,25 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("--secret", required=True, help="the new secret, or - to read stdin")
     finish = actions.add_parser("finish-rotation", help="stop accepting the previous secret")
     finish.add_argument("--consumer-key", required=True)
+    lti13 = actions.add_parser(
+        "add-lti13",
+        help="attach an LTI 1.3 platform registration to a Canvas (again: add deployments, new URLs)",
+    )
+    lti13.add_argument("--consumer-key", required=True, help="the institution's LTI 1.1 consumer key")
+    lti13.add_argument("--issuer", required=True, help="e.g. https://canvas.instructure.com")
+    lti13.add_argument("--client-id", required=True, help="the developer key's client id")
+    lti13.add_argument(
+        "--deployment-id", required=True, action="append", help="repeat for several deployments"
+    )
+    lti13.add_argument(
+        "--jwks-url", required=True, help="e.g. https://sso.canvaslms.com/api/lti/security/jwks"
+    )
+    lti13.add_argument(
+        "--auth-url", required=True, help="e.g. https://sso.canvaslms.com/api/lti/authorize_redirect"
+    )
+    unlink = actions.add_parser("remove-lti13", help="remove an LTI 1.3 registration")
+    unlink.add_argument("--issuer", required=True)
+    unlink.add_argument("--client-id", required=True)
     flags = actions.add_parser("settings", help="show or change the account settings flags")
     flags.add_argument("--consumer-key", required=True)
     for name in AccountSettings.__dataclass_fields__:
@@ -268,6 +439,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in login_cli.COMMANDS:  # clients of a server: no database settings
+        return login_cli.run(args)
+    if args.command == "dev-canvas":
+        return devcanvas_cli.run(args)
     if args.database_url:
         os.environ["COMMONS_SESSION_DATABASE_URL"] = args.database_url  # workers read it too
     try:
@@ -282,7 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_with_stores(settings, lambda stores: _sessions(args, settings, stores)))
         if args.command == "users":
             return asyncio.run(_with_stores(settings, lambda stores: _users(args, settings, stores)))
-        return asyncio.run(_with_stores(settings, lambda stores: _institutions(args, stores)))
+        if args.command == "audit":
+            return asyncio.run(_with_stores(settings, lambda stores: _audit(args, stores)))
+        return asyncio.run(_with_stores(settings, lambda stores: _institutions(args, settings, stores)))
     except ValidationError as exc:
         print(
             f"commons-session: invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}",

@@ -5,10 +5,12 @@ Every duration is in seconds. docs/configuration.md lists each setting with its 
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .stores.base import Stores
 from .stores.factory import make_stores
@@ -70,6 +72,15 @@ class Settings(BaseSettings):
     #: OAuth 1.0a timestamps may be this far from our clock (Canvas allows 90 minutes).
     oauth_timestamp_window: int = Field(default=5_400, ge=1)
 
+    #: LTI 1.3: how long a login initiation's state and nonce stay usable (the person is between
+    #: our login redirect and Canvas' id_token post for a few seconds).
+    lti_state_ttl: int = Field(default=600, ge=1)  # 10 minutes
+    #: LTI 1.3: how long a platform's JWKS is cached (an unknown ``kid`` refetches sooner).
+    jwks_cache_ttl: int = Field(default=300, ge=1)  # 5 minutes
+    #: After a launch, the one-time code in the redirect that the page trades for the session id
+    #: when the browser blocks the session cookie (inside Canvas' iframe) lives this long.
+    exchange_code_ttl: int = Field(default=60, ge=1)  # 1 minute
+
     #: The current terms of service; publishing a new version makes everyone accept again.
     terms_version: str = "2026-11-01"
     terms_text: str = DEFAULT_TERMS_TEXT
@@ -81,10 +92,36 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
+    #: Rate limits count in fixed windows of this length (docs/operations.md#rate-limits).
+    rate_limit_window: int = Field(default=60, ge=1)  # seconds
+    #: Failures allowed from one client address per window: refused session creations and
+    #: launches plus failed session lookups. Past it the address gets 429 until the window
+    #: ends. 0 turns the limit off.
+    rate_limit_address_failures: int = Field(default=60, ge=0)  # failures per window
+    #: Verified session creations and launches allowed per institution per window (a school's
+    #: peak is far below; this caps a runaway integration). 0 turns the limit off.
+    rate_limit_institution_requests: int = Field(default=3_000, ge=0)  # requests per window
+    #: Proxies whose ``X-Forwarded-For`` names the client: addresses or CIDR networks, comma-
+    #: separated. Default none: the client is the socket peer, and the header is ignored.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+
+    #: ``commons-session purge`` deletes audit events older than this. 0 keeps them forever.
+    audit_retention: int = Field(default=7_776_000, ge=0)  # 90 days, in seconds
+
     @field_validator("public_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list):
+            for part in value:
+                ipaddress.ip_network(part, strict=False)  # ValueError names the bad entry
+        return value
 
     @field_validator("terms_version")
     @classmethod

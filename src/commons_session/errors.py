@@ -7,6 +7,7 @@ The tree (the HTTP layer maps each class to a status in ``http/problems.py``):
     - ConflictingSessionIds        two carriers name different sessions
     - TokenTooLarge                the JWT exceeds ``jwt_max_bytes``
     - InvalidLaunch                a verified launch lacks what we need (no ``user_id``)
+    - Lti13LoginError              an LTI 1.3 login initiation we cannot start
   - AuthenticationError            401: the caller proved nothing we accept
     - SessionRequired              no session id was presented
     - InvalidSession               malformed, unknown, expired or ended
@@ -16,50 +17,73 @@ The tree (the HTTP layer maps each class to a status in ``http/problems.py``):
     - LaunchError                  the LTI 1.1 launch was refused
       - InvalidOAuthRequest, UnknownConsumer, StaleTimestamp,
         InvalidLaunchSignature, ReplayedNonce
+      - Lti13Error                 the LTI 1.3 launch was refused (one class per check; see
+                                   docs/lti13.md for the codes)
+    - InvalidExchangeCode          the one-time hand-off code is unknown, used or expired
   - Forbidden                      403: authenticated, but not allowed this
     - NeverLaunched, TermsNotAccepted, NotYourSession, CrossOriginRequest, UserDisabled
   - NotFound                       404
     - SessionNotFound              no session of yours has that handle
   - TermsVersionMismatch           409
+  - RateLimited                    429: too many attempts; retry after ``retry_after`` seconds
   - InstitutionError               operator mistakes, reported by the CLI
-    - DuplicateInstitution, InstitutionNotFound, InvalidInstitution, UserNotFound
+    - DuplicateInstitution, InstitutionNotFound, InvalidInstitution, UserNotFound,
+      DuplicateRegistration, RegistrationNotFound
   - StoreError                     the store failed us
     - CreateError                  a key that must be new already exists
     - UpdateError                  the row to update has gone (never resurrect it)
     - SchemaTooNew                 the database was migrated by a newer release
     - StoreUnavailable             503: the store cannot be reached or is locked; retry
+  - JwksUnavailable                503: the platform's JWKS could not be fetched; retry
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AnonymousLaunch",
     "AuthenticationError",
     "BadRequest",
     "ConflictingSessionIds",
     "CreateError",
     "CrossOriginRequest",
     "DuplicateInstitution",
+    "DuplicateRegistration",
     "Forbidden",
+    "IdTokenExpired",
+    "IdTokenFromFuture",
     "InstitutionError",
     "InstitutionNotFound",
     "InvalidClaims",
+    "InvalidExchangeCode",
+    "InvalidIdTokenSignature",
     "InvalidInstitution",
     "InvalidLaunch",
     "InvalidLaunchSignature",
     "InvalidOAuthRequest",
     "InvalidSession",
     "InvalidSignature",
+    "JwksUnavailable",
     "LaunchError",
+    "Lti13Error",
+    "Lti13LoginError",
+    "MalformedIdToken",
     "MalformedToken",
     "NeverLaunched",
+    "NonceMismatch",
+    "NonceReplayed",
     "NotFound",
     "NotYourSession",
+    "RateLimited",
+    "RegistrationNotFound",
     "ReplayedNonce",
     "SchemaTooNew",
     "SessionNotFound",
     "SessionRequired",
     "SessionServiceError",
     "StaleTimestamp",
+    "StateCookieMissing",
+    "StateExpired",
+    "StateMismatch",
     "StoreError",
     "StoreUnavailable",
     "TermsNotAccepted",
@@ -68,11 +92,23 @@ __all__ = [
     "TokenExpired",
     "TokenReplayed",
     "TokenTooLarge",
+    "UnknownClientId",
     "UnknownConsumer",
+    "UnknownDeployment",
+    "UnknownIssuer",
     "UnknownKey",
+    "UnknownKid",
+    "UnknownRegistration",
     "UpdateError",
     "UserDisabled",
     "UserNotFound",
+    "WrongAlgorithm",
+    "WrongAudience",
+    "WrongAzp",
+    "WrongIssuer",
+    "WrongMessageType",
+    "WrongTargetLinkUri",
+    "WrongVersion",
 ]
 
 
@@ -243,6 +279,16 @@ class TermsVersionMismatch(SessionServiceError):
     default_message = "That is not the current version of the terms of service."
 
 
+class RateLimited(SessionServiceError):
+    code = "rate_limited"
+    default_message = "Too many attempts; retry after the number of seconds in Retry-After."
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message)
+        #: Whole seconds until the limit's window ends.
+        self.retry_after = retry_after
+
+
 class InstitutionError(SessionServiceError):
     code = "institution_error"
 
@@ -290,3 +336,154 @@ class SchemaTooNew(StoreError):
 class StoreUnavailable(StoreError):
     code = "store_unavailable"
     default_message = "The session store is unavailable; try again shortly."
+
+
+# -- LTI 1.3 (docs/lti13.md lists every code) ------------------------------------------------
+
+
+class Lti13LoginError(BadRequest):
+    code = "invalid_lti13_login"
+    default_message = "The LTI 1.3 login initiation cannot be started."
+
+
+class UnknownIssuer(Lti13LoginError):
+    code = "unknown_issuer"
+    default_message = "The login names an issuer (iss) that has no LTI 1.3 registration here."
+
+
+class UnknownClientId(Lti13LoginError):
+    code = "unknown_client_id"
+    default_message = "The login's client_id is not registered for this issuer."
+
+
+class WrongTargetLinkUri(Lti13LoginError):
+    code = "wrong_target_link_uri"
+    default_message = "The login's target_link_uri is not this tool's LTI 1.3 launch URL."
+
+
+class Lti13Error(LaunchError):
+    code = "invalid_lti13_launch"
+    default_message = "The LTI 1.3 launch was refused."
+
+
+class StateMismatch(Lti13Error):
+    code = "state_mismatch"
+    default_message = "The launch's state is not one this browser was given; launch again from Canvas."
+
+
+class StateExpired(Lti13Error):
+    code = "state_expired"
+    default_message = "The launch took too long after its login; launch again from Canvas."
+
+
+class StateCookieMissing(Lti13Error):
+    code = "state_cookie_missing"
+    default_message = (
+        "Your browser did not send back the cookie this launch needs, probably because it blocks "
+        "cookies inside Canvas' frame. Open Commons in a new window to sign in."
+    )
+
+    def __init__(self, message: str | None = None, relaunch_query: str | None = None) -> None:
+        super().__init__(message)
+        #: Query string for ``/api/lti/login`` that restarts this login in a top-level window.
+        self.relaunch_query = relaunch_query
+
+
+class UnknownRegistration(Lti13Error):
+    code = "unknown_registration"
+    default_message = "The LTI 1.3 registration this launch started with no longer exists."
+
+
+class MalformedIdToken(Lti13Error):
+    code = "malformed_id_token"
+    default_message = "The id_token is not a well-formed JWT with the claims an LTI 1.3 launch needs."
+
+
+class WrongAlgorithm(Lti13Error):
+    code = "wrong_algorithm"
+    default_message = "The id_token must be signed with RS256."
+
+
+class UnknownKid(Lti13Error):
+    code = "unknown_kid"
+    default_message = "The id_token's kid names no key in the platform's JWKS."
+
+
+class InvalidIdTokenSignature(Lti13Error):
+    code = "invalid_id_token_signature"
+    default_message = "The id_token's signature does not verify with the platform's key."
+
+
+class WrongIssuer(Lti13Error):
+    code = "wrong_issuer"
+    default_message = "The id_token's iss is not the issuer this login started with."
+
+
+class WrongAudience(Lti13Error):
+    code = "wrong_audience"
+    default_message = "The id_token's aud does not contain this tool's client_id."
+
+
+class WrongAzp(Lti13Error):
+    code = "wrong_azp"
+    default_message = "The id_token's azp is not this tool's client_id."
+
+
+class IdTokenExpired(Lti13Error):
+    code = "id_token_expired"
+    default_message = "The id_token has expired; launch again from Canvas."
+
+
+class IdTokenFromFuture(Lti13Error):
+    code = "id_token_from_future"
+    default_message = "The id_token was issued in the future (iat); check the platform's clock."
+
+
+class NonceMismatch(Lti13Error):
+    code = "nonce_mismatch"
+    default_message = "The id_token's nonce is not the one this login sent."
+
+
+class NonceReplayed(Lti13Error):
+    code = "nonce_replayed"
+    default_message = "This launch has already been used; launch again from Canvas."
+
+
+class UnknownDeployment(Lti13Error):
+    code = "unknown_deployment"
+    default_message = "The id_token's deployment_id is not registered for this client."
+
+
+class WrongMessageType(Lti13Error):
+    code = "wrong_message_type"
+    default_message = "Only LtiResourceLinkRequest launches are supported."
+
+
+class WrongVersion(Lti13Error):
+    code = "wrong_version"
+    default_message = "The id_token's LTI version must be 1.3.0."
+
+
+class AnonymousLaunch(Lti13Error):
+    code = "anonymous_launch"
+    default_message = "The id_token names no user (no sub); launch as a signed-in Canvas user."
+
+
+class InvalidExchangeCode(AuthenticationError):
+    code = "invalid_exchange_code"
+    default_message = "The sign-in code is unknown, already used or expired; launch again from Canvas."
+
+
+class JwksUnavailable(SessionServiceError):
+    code = "jwks_unavailable"
+    default_message = "The platform's signing keys (JWKS) could not be fetched; try again shortly."
+
+
+class DuplicateRegistration(InstitutionError):
+    code = "duplicate_lti13_registration"
+    default_message = "That issuer and client_id are registered to another institution."
+
+
+class RegistrationNotFound(InstitutionError):
+    code = "lti13_registration_not_found"
+    default_message = "No LTI 1.3 registration has that issuer and client_id."

@@ -104,6 +104,11 @@ def oauth_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
         raise InvalidOAuthRequest("The launch must be signed with HMAC-SHA1.")
     if found.get("oauth_version", "1.0") != "1.0":
         raise InvalidOAuthRequest("The launch's oauth_version must be 1.0.")
+    # Checked here, before the key is looked up: a key no registration can have (a NUL, which
+    # PostgreSQL cannot even compare, or any other character outside printable ASCII) is refused.
+    key = found["oauth_consumer_key"]
+    if len(key) > 255 or not set(key) <= _PRINTABLE_ASCII:
+        raise InvalidOAuthRequest("The launch's oauth_consumer_key must be printable ASCII.")
     return found
 
 
@@ -155,8 +160,8 @@ def _value(params: Mapping[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         return None  # absent, JSON null, or not text
     value = value.strip()
-    if not value or _PLACEHOLDER.fullmatch(value):
-        return None
+    if not value or "\x00" in value or _PLACEHOLDER.fullmatch(value):
+        return None  # a NUL is no text Canvas sends, and PostgreSQL cannot store one
     return value
 
 

@@ -9,6 +9,7 @@ __all__ = [
     "AccountSettings",
     "Identity",
     "Institution",
+    "Lti13Registration",
     "Profile",
     "SessionRecord",
     "User",
@@ -57,6 +58,34 @@ class Institution:
 
     def __repr__(self) -> str:  # never print secrets
         return f"Institution(id={self.id!r}, consumer_key={self.consumer_key!r}, name={self.name!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Lti13Registration:
+    """An LTI 1.3 platform registration attached to an institution, so that its 1.1 key and
+    secret (which still sign Canvas' JWTs) and its 1.3 platform name the same people.
+    Looked up by ``(issuer, client_id)``, which is unique."""
+
+    id: int
+    institution_id: int
+    #: The institution's consumer key (joined in, for the launch to find the institution).
+    consumer_key: str
+    issuer: str
+    client_id: str
+    deployment_ids: tuple[str, ...]
+    #: Where the platform publishes its signing keys, and its OIDC authorization endpoint.
+    jwks_url: str
+    auth_url: str
+    created_at: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "issuer": self.issuer,
+            "client_id": self.client_id,
+            "deployment_ids": list(self.deployment_ids),
+            "jwks_url": self.jwks_url,
+            "auth_url": self.auth_url,
+        }
 
 
 @dataclass(frozen=True, slots=True)

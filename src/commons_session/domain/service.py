@@ -3,39 +3,84 @@
 This is the only module that knows the order of the checks, which is part of the contract:
 nothing is written until everything that can refuse a request has had its say, and single-use
 markers (nonces, tokens) are claimed last, so a refused request never uses one up.
+
+It also says what happened, as ``AuditEvent``s to the ``events`` sink (the audit table and the
+metrics); a sink that fails is logged and ignored, so an audit outage fails no request.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hmac
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import (
+    AuthenticationError,
+    BadRequest,
+    Forbidden,
+    InvalidExchangeCode,
     InvalidSession,
     NeverLaunched,
+    NonceReplayed,
     ReplayedNonce,
     SessionNotFound,
+    StateCookieMissing,
+    StateExpired,
+    StateMismatch,
     StoreError,
     TermsNotAccepted,
     TermsVersionMismatch,
     TokenReplayed,
+    UnknownClientId,
+    UnknownIssuer,
     UnknownKey,
+    UnknownRegistration,
     UserDisabled,
+    WrongTargetLinkUri,
 )
 from ..stores.base import Stores
-from . import lti, tokens
+from . import exchange, lti, lti13, tokens
+from .audit import AuditEvent, EventSink, session_hash
 from .ids import handle_for, hash_id, is_well_formed, new_session_id
-from .models import Institution, Profile, SessionRecord, User
+from .models import Identity, Institution, Lti13Registration, Profile, SessionRecord, User
 from .terms import Terms
 
-__all__ = ["Issued", "LaunchResult", "Policy", "SessionService", "SessionSummary", "session_contents"]
+__all__ = [
+    "InstitutionGuard",
+    "Issued",
+    "LaunchResult",
+    "Lti13Login",
+    "Policy",
+    "SessionService",
+    "SessionSummary",
+    "session_contents",
+]
 
 Clock = Callable[[], float]
+log = logging.getLogger("commons_session.audit")
+
+# What a refused create or launch is audited as: the caller's mistakes and refusals, not store
+# failures or rate limits.
+_REFUSALS = (BadRequest, AuthenticationError, Forbidden)
+
+
+class InstitutionGuard(Protocol):
+    async def admit_institution(self, consumer_key: str) -> None:
+        """Called once per verified create or launch; raises ``RateLimited`` to refuse it."""
+        ...
+
+
+@dataclass(slots=True)
+class _Who:
+    """Who a create or launch turned out to be, as far as its checks got (for the audit)."""
+
+    institution_id: int | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +95,9 @@ class Policy:
     jwt_replay_retention: int = 86_400
     jwt_max_bytes: int = 16_384
     oauth_timestamp_window: int = 5_400
+    lti_state_ttl: int = 600
+    jwks_cache_ttl: int = 300
+    exchange_code_ttl: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +125,27 @@ class LaunchResult:
     issued: Issued
     user: User
     terms_accepted: bool
+    #: The session the browser held, now ended (against fixation), if there was one.
+    replaced: SessionRecord | None = None
+    #: The one-time code the page can trade for the session id if the cookie is blocked.
+    exchange_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lti13Login:
+    """A started LTI 1.3 login: where to send the browser, and what it must keep."""
+
+    redirect_url: str
+    state: str
+    #: The browser binding: the state cookie's value (and the Platform Storage value).
+    binding: str
+    #: The platform's origin, the only one the page may exchange postMessages with.
+    platform_origin: str
+
+
+# A login state stays readable this long after it expired, so a late launch is told
+# ``state_expired`` rather than ``state_mismatch``; its nonce stays claimed as long.
+LTI13_STATE_GRACE = 3_600
 
 
 def session_contents(user: User, profile: Profile, institution: Institution) -> dict[str, Any]:
@@ -119,11 +188,60 @@ def iso8601(ts: float) -> str:
 
 
 class SessionService:
-    def __init__(self, stores: Stores, policy: Policy, terms: Terms, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        policy: Policy,
+        terms: Terms,
+        clock: Clock = time.time,
+        *,
+        events: EventSink | None = None,
+        guard: InstitutionGuard | None = None,
+        jwks_fetcher: lti13.JwksFetcher | None = None,
+    ) -> None:
         self.stores = stores
         self.policy = policy
         self.terms = terms
         self.clock = clock
+        self.events = events
+        self.guard = guard
+        self.keys = lti13.KeySets(jwks_fetcher, ttl=policy.jwks_cache_ttl, clock=clock)
+
+    async def _emit(
+        self,
+        event: str,
+        reason: str | None = None,
+        *,
+        user_id: str | None = None,
+        institution_id: int | None = None,
+        id_hash: bytes | None = None,
+        **detail: Any,
+    ) -> None:
+        if self.events is None:
+            return
+        try:
+            await self.events(
+                AuditEvent(
+                    event=event,
+                    at=self.clock(),
+                    reason=reason,
+                    user_id=user_id,
+                    institution_id=institution_id,
+                    session_hash=session_hash(id_hash) if id_hash else None,
+                    detail=detail,
+                )
+            )
+        except Exception:
+            log.warning("audit event %s (%s) was not recorded", event, reason, exc_info=True)
+
+    async def _emit_ended(self, reason: str, record: SessionRecord) -> None:
+        await self._emit(
+            "session_ended",
+            reason,
+            user_id=record.user_id,
+            institution_id=record.institution_id,
+            id_hash=record.id_hash,
+        )
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -160,7 +278,8 @@ class SessionService:
             raise InvalidSession()
         now = self.clock()
         if now >= self.expires_at(record):
-            await self.stores.sessions.delete(id_hash)
+            if await self.stores.sessions.delete(id_hash):
+                await self._emit_ended("expired", record)
             raise InvalidSession("The session has expired; create a new one.")
         if now - record.last_seen_at >= self.policy.touch_interval:
             # Write at most once per touch_interval; a touch never resurrects a logged-out row.
@@ -174,8 +293,14 @@ class SessionService:
 
     async def logout(self, session_id: str) -> None:
         """End the session on the server. ``InvalidSession`` if there was nothing to end."""
-        if not is_well_formed(session_id) or not await self.stores.sessions.delete(hash_id(session_id)):
+        if not is_well_formed(session_id):
             raise InvalidSession()
+        id_hash = hash_id(session_id)
+        record = await self.stores.sessions.get(id_hash)  # whose it was, for the audit
+        if not await self.stores.sessions.delete(id_hash):
+            raise InvalidSession()
+        if record is not None:
+            await self._emit_ended("logout", record)
 
     # -- managing one's sessions ----------------------------------------------------------
 
@@ -200,27 +325,80 @@ class SessionService:
         ``SessionNotFound`` if none of the caller's sessions has that handle."""
         for record in await self.stores.sessions.list_for_user(current.user_id):
             if hmac.compare_digest(handle_for(record.id_hash), handle):
-                await self.stores.sessions.delete(record.id_hash)
+                if await self.stores.sessions.delete(record.id_hash):
+                    await self._emit_ended("ended_by_user", record)
                 return hmac.compare_digest(record.id_hash, current.id_hash)
         raise SessionNotFound()
 
     async def end_other_sessions(self, current: SessionRecord) -> int:
-        return await self.stores.sessions.delete_for_user(current.user_id, keep=current.id_hash)
+        ended = await self.stores.sessions.delete_for_user(current.user_id, keep=current.id_hash)
+        await self._emit(
+            "session_ended",
+            "logout_others",
+            user_id=current.user_id,
+            institution_id=current.institution_id,
+            sessions=ended,
+        )
+        return ended
 
     async def set_user_disabled(self, user_id: str, disabled: bool) -> tuple[User, int]:
         """Disable (ending every session) or enable a user. Returns the user and sessions ended."""
         user = await self.stores.records.set_user_disabled(user_id, disabled, self.clock())
-        ended = await self.stores.sessions.delete_for_user(user_id) if disabled else 0
+        ended = 0
+        if disabled:
+            ended = await self.revoke_sessions(user_id=user_id, reason="user_disabled")
         return user, ended
+
+    async def revoke_sessions(
+        self, *, user_id: str | None = None, institution_id: int | None = None, reason: str = "operator"
+    ) -> int:
+        """End every session of a user or of an institution (exactly one of the two)."""
+        if (user_id is None) == (institution_id is None):
+            raise ValueError("revoke the sessions of a user or of an institution")
+        if user_id is not None:
+            ended = await self.stores.sessions.delete_for_user(user_id)
+            user = await self.stores.records.get_user(user_id)  # whose institution, for the audit
+            institution_id = user.identity.institution_id if user else None
+        else:
+            assert institution_id is not None
+            ended = await self.stores.sessions.delete_for_institution(institution_id)
+        await self._emit(
+            "session_revoked", reason, user_id=user_id, institution_id=institution_id, sessions=ended
+        )
+        return ended
 
     # -- Canvas JWT -----------------------------------------------------------------------
 
     async def create_from_jwt(self, token: str, user_agent: str | None = None) -> Issued:
+        who = _Who()
+        try:
+            issued = await self._create_from_jwt(token, user_agent, who)
+        except _REFUSALS as exc:
+            await self._emit(
+                "verification_failed",
+                exc.code,
+                user_id=who.user_id,
+                institution_id=who.institution_id,
+                via="jwt",
+            )
+            raise
+        record = issued.record
+        await self._emit(
+            "session_created",
+            "jwt",
+            user_id=record.user_id,
+            institution_id=record.institution_id,
+            id_hash=record.id_hash,
+        )
+        return issued
+
+    async def _create_from_jwt(self, token: str, user_agent: str | None, who: _Who) -> Issued:
         policy = self.policy
         consumer_key = tokens.read_consumer_key(token, policy.jwt_max_bytes)
         institution = await self.stores.records.get_institution(consumer_key)
         if institution is None:
             raise UnknownKey()
+        who.institution_id = institution.id
         now = self.clock()
         claims = tokens.verify_token(
             token,
@@ -230,10 +408,13 @@ class SessionService:
             future_skew=policy.jwt_future_skew,
             max_bytes=policy.jwt_max_bytes,
         )
+        if self.guard is not None:
+            await self.guard.admit_institution(institution.consumer_key)
         identity = lti.parse_identity(claims, institution.id, from_token=True)
         user = await self.stores.records.find_user(identity)
         if user is None:
             raise NeverLaunched()
+        who.user_id = user.id
         if user.disabled:
             raise UserDisabled()
         if not await self.stores.records.has_accepted(user.id, self.terms.version):
@@ -267,6 +448,46 @@ class SessionService:
     ) -> LaunchResult:
         """Verify the launch, record the user and the launch, and start a fresh session
         (revoking the one the browser held, against session fixation)."""
+        return await self._audited_launch(
+            "launch", lambda who: self._launch(uri, body, content_type, held_session_id, user_agent, who)
+        )
+
+    async def _audited_launch(self, via: str, run: Callable[[_Who], Awaitable[LaunchResult]]) -> LaunchResult:
+        """Run an LTI 1.1 or 1.3 launch and say what happened."""
+        who = _Who()
+        try:
+            result = await run(who)
+        except _REFUSALS as exc:
+            await self._emit(
+                "verification_failed",
+                exc.code,
+                user_id=who.user_id,
+                institution_id=who.institution_id,
+                via=via,
+            )
+            raise
+        record = result.issued.record
+        await self._emit("launch", user_id=record.user_id, institution_id=record.institution_id)
+        if result.replaced is not None:
+            await self._emit_ended("launch_replaced", result.replaced)
+        await self._emit(
+            "session_created",
+            "launch",
+            user_id=record.user_id,
+            institution_id=record.institution_id,
+            id_hash=record.id_hash,
+        )
+        return result
+
+    async def _launch(
+        self,
+        uri: str,
+        body: str,
+        content_type: str,
+        held_session_id: str | None,
+        user_agent: str | None,
+        who: _Who,
+    ) -> LaunchResult:
         pairs = lti.parse_form(body)
         oauth = lti.oauth_params(pairs)
         institution = await self.stores.records.get_institution(oauth["oauth_consumer_key"])
@@ -282,27 +503,226 @@ class SessionService:
             timestamp_window=window,
         )
         assert institution is not None  # verify_launch refused an unknown key
+        who.institution_id = institution.id
+        if self.guard is not None:
+            await self.guard.admit_institution(institution.consumer_key)
         lti.check_message(params)
         identity = lti.parse_identity(params, institution.id, from_token=False)
         profile = lti.parse_profile(params)
-        known = await self.stores.records.find_user(identity)
-        if known is not None and known.disabled:
-            raise UserDisabled()
+        await self._refuse_disabled(identity, who)
         # The nonce must stay remembered for as long as its timestamp would still be accepted.
         nonce_key = f"{institution.id}:{oauth['oauth_nonce']}"
         keep_until = max(now, float(oauth["oauth_timestamp"])) + window
         if not await self.stores.once.claim("oauth_nonce", nonce_key, keep_until, now):
             raise ReplayedNonce()
         try:
-            user = await self.stores.records.record_launch(identity, profile, lti.launch_context(params), now)
-            accepted = await self.stores.records.has_accepted(user.id, self.terms.version)
-            if held_session_id and is_well_formed(held_session_id):
-                await self.stores.sessions.delete(hash_id(held_session_id))
-            issued = await self._issue(user, profile, institution, user_agent)
+            return await self._start_session(
+                institution, identity, profile, lti.launch_context(params), now, held_session_id, user_agent
+            )
         except StoreError:
             await self.stores.once.release("oauth_nonce", nonce_key)
             raise
-        return LaunchResult(issued, user, accepted)
+
+    async def _refuse_disabled(self, identity: Identity, who: _Who) -> None:
+        known = await self.stores.records.find_user(identity)
+        if known is not None and known.disabled:
+            who.user_id = known.id
+            raise UserDisabled()
+
+    async def _start_session(
+        self,
+        institution: Institution,
+        identity: Identity,
+        profile: Profile,
+        context: dict[str, Any],
+        now: float,
+        held_session_id: str | None,
+        user_agent: str | None,
+    ) -> LaunchResult:
+        """What every verified launch (1.1 or 1.3) does: record the user and the launch, end the
+        session the browser held (against fixation), start a fresh one, and leave a one-time
+        hand-off code for a page whose cookie is blocked."""
+        user = await self.stores.records.record_launch(identity, profile, context, now)
+        accepted = await self.stores.records.has_accepted(user.id, self.terms.version)
+        replaced = None
+        if held_session_id and is_well_formed(held_session_id):
+            held = await self.stores.sessions.get(hash_id(held_session_id))
+            if await self.stores.sessions.delete(hash_id(held_session_id)):
+                replaced = held
+        issued = await self._issue(user, profile, institution, user_agent)
+        code = exchange.new_code()
+        await self.stores.once.put(
+            "exchange",
+            exchange.lookup_key(code),
+            exchange.seal(code, issued.session_id),
+            now + self.policy.exchange_code_ttl,
+        )
+        return LaunchResult(issued, user, accepted, replaced, code)
+
+    # -- the one-time hand-off code -------------------------------------------------------
+
+    async def exchange_code(self, code: str) -> str:
+        """The session id a launch left under ``code``, once, within ``exchange_code_ttl``.
+        ``InvalidExchangeCode`` for a malformed, unknown, used or expired code;
+        ``InvalidSession`` if the session has ended since."""
+        if not exchange.is_well_formed_code(code):
+            raise InvalidExchangeCode()
+        now = self.clock()
+        key = exchange.lookup_key(code)
+        sealed = await self.stores.once.get("exchange", key, now)
+        session_id = exchange.unseal(code, sealed) if sealed is not None else None
+        if session_id is None:
+            raise InvalidExchangeCode()
+        if not await self.stores.once.claim("exchange_used", key, now + self.policy.exchange_code_ttl, now):
+            raise InvalidExchangeCode()
+        await self.authenticate(session_id)
+        return session_id
+
+    # -- LTI 1.3 --------------------------------------------------------------------------
+
+    async def begin_lti13_login(
+        self,
+        *,
+        issuer: str | None,
+        client_id: str | None,
+        target_link_uri: str | None,
+        launch_url: str,
+        login_hint: str | None,
+        lti_message_hint: str | None,
+        deployment_id: str | None,
+        binding: str | None,
+    ) -> Lti13Login:
+        """OIDC login initiation: check who is asking, remember a fresh state and nonce bound
+        to this browser (``binding``, reused if the browser already holds a well-formed one),
+        and say where to send the browser."""
+        if not issuer:
+            raise BadRequest("The login initiation must carry iss.")
+        if not login_hint:
+            raise BadRequest("The login initiation must carry login_hint.")
+        candidates = await self.stores.records.list_lti13_registrations(issuer)
+        if not candidates:
+            raise UnknownIssuer()
+        if client_id:
+            registration = next((r for r in candidates if r.client_id == client_id), None)
+            if registration is None:
+                raise UnknownClientId()
+        elif len(candidates) == 1:
+            registration = candidates[0]
+        else:
+            raise UnknownClientId(
+                "This issuer has several registrations here; the login must carry client_id."
+            )
+        if target_link_uri != launch_url:
+            raise WrongTargetLinkUri(f"The login's target_link_uri must be {launch_url}.")
+        now = self.clock()
+        if binding is None or not lti13.is_secret_shaped(binding):
+            binding = lti13.new_secret()
+        state, nonce = lti13.new_secret(), lti13.new_secret()
+        login = lti13.LoginState(
+            issuer=registration.issuer,
+            client_id=registration.client_id,
+            nonce=nonce,
+            binding_hash=lti13.binding_hash(binding),
+            issued_at=now,
+            target_link_uri=launch_url,
+            login_hint=login_hint,
+            lti_message_hint=lti_message_hint or None,
+            deployment_id=deployment_id or None,
+        )
+        await self.stores.once.put(
+            "lti13_state",
+            lti13.state_key(state),
+            login.to_json(),
+            now + self.policy.lti_state_ttl + LTI13_STATE_GRACE,
+        )
+        redirect = lti13.auth_request_url(
+            registration,
+            redirect_uri=launch_url,
+            login_hint=login_hint,
+            lti_message_hint=login.lti_message_hint,
+            state=state,
+            nonce=nonce,
+        )
+        return Lti13Login(redirect, state, binding, lti13.platform_origin(registration))
+
+    async def lti13_pending(self, state: str) -> tuple[lti13.LoginState, Lti13Registration]:
+        """The login a posted ``state`` belongs to, and its registration. Writes nothing."""
+        if not state or len(state) > 256:
+            raise StateMismatch()
+        now = self.clock()
+        raw = await self.stores.once.get("lti13_state", lti13.state_key(state), now)
+        login = lti13.LoginState.from_json(raw) if raw is not None else None
+        if login is None:
+            raise StateMismatch("The launch's state is not one this service gave out; launch again.")
+        if now > login.issued_at + self.policy.lti_state_ttl:
+            raise StateExpired()
+        registration = await self.stores.records.get_lti13_registration(login.issuer, login.client_id)
+        if registration is None:
+            raise UnknownRegistration()
+        return login, registration
+
+    async def launch13(
+        self,
+        *,
+        id_token: str,
+        state: str,
+        binding: str | None,
+        held_session_id: str | None,
+        user_agent: str | None = None,
+    ) -> LaunchResult:
+        """Verify an LTI 1.3 launch (``binding`` is what the browser holds: the state cookie, or
+        the value Platform Storage gave back; None if neither) and then do exactly what a 1.1
+        launch does."""
+        return await self._audited_launch(
+            "lti13", lambda who: self._launch13(id_token, state, binding, held_session_id, user_agent, who)
+        )
+
+    async def _launch13(
+        self,
+        id_token: str,
+        state: str,
+        binding: str | None,
+        held_session_id: str | None,
+        user_agent: str | None,
+        who: _Who,
+    ) -> LaunchResult:
+        login, registration = await self.lti13_pending(state)
+        if binding is None:
+            raise StateCookieMissing(relaunch_query=login.relaunch_query())
+        if not login.binds(binding):
+            raise StateMismatch()
+        institution = await self.stores.records.get_institution(registration.consumer_key)
+        if institution is None:
+            raise UnknownRegistration()
+        who.institution_id = institution.id
+        now = self.clock()
+        claims = await lti13.verify_id_token(
+            id_token,
+            registration=registration,
+            nonce=login.nonce,
+            keys=self.keys,
+            now=now,
+            leeway=self.policy.jwt_future_skew,
+            max_bytes=self.policy.jwt_max_bytes,
+        )
+        if self.guard is not None:
+            await self.guard.admit_institution(institution.consumer_key)
+        params = lti13.legacy_params(claims)
+        identity = lti.parse_identity(params, institution.id, from_token=False)
+        profile = lti.parse_profile(params)
+        await self._refuse_disabled(identity, who)
+        # The nonce is the state's own (one each), so claiming it makes the state single-use too.
+        nonce_key = lti13.state_key(login.nonce)
+        keep_until = login.issued_at + self.policy.lti_state_ttl + LTI13_STATE_GRACE
+        if not await self.stores.once.claim("lti13_nonce", nonce_key, keep_until, now):
+            raise NonceReplayed()
+        try:
+            return await self._start_session(
+                institution, identity, profile, lti.launch_context(params), now, held_session_id, user_agent
+            )
+        except StoreError:
+            await self.stores.once.release("lti13_nonce", nonce_key)
+            raise
 
     # -- terms ----------------------------------------------------------------------------
 
@@ -315,3 +735,10 @@ class SessionService:
                 f"Version {version!r} is not the current terms of service ({self.terms.version!r})."
             )
         await self.stores.records.accept_terms(record.user_id, version, self.clock())
+        await self._emit(
+            "terms_accepted",
+            version,
+            user_id=record.user_id,
+            institution_id=record.institution_id,
+            id_hash=record.id_hash,
+        )

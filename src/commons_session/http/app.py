@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 
@@ -10,18 +12,41 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..config import Settings
-from ..domain.service import Policy, SessionService
+from ..domain.audit import AuditEvent, EventSink
+from ..domain.service import InstitutionGuard, Policy, SessionService
 from ..domain.terms import Terms
 from ..errors import StoreUnavailable
-from ..stores.base import Stores
+from ..logs import configure_logging, request_id
+from ..metrics import instrument, metrics
+from ..stores.base import RecordStore, Stores
+from ..stores.factory import make_counter
+from .jwks import make_jwks_fetcher
 from .middleware import AccessLogMiddleware, SecurityHeadersMiddleware
 from .problems import exception_handlers
+from .ratelimit import RateLimiter, RateLimitMiddleware
 from .routes import routes
 
-__all__ = ["build_service", "create_app"]
+__all__ = ["audit_sink", "build_service", "create_app"]
 
 
-def build_service(settings: Settings, stores: Stores) -> SessionService:
+def audit_sink(records: RecordStore) -> EventSink:
+    """Count each event in the metrics, then append it to the audit table with the id of the
+    request that caused it. A failed write raises; the service logs it and carries on."""
+
+    async def write(event: AuditEvent) -> None:
+        metrics().count_event(event)
+        try:
+            await records.add_audit_event(dataclasses.replace(event, request_id=request_id.get()))
+        except Exception:
+            metrics().audit_failures.inc()
+            raise
+
+    return write
+
+
+def build_service(
+    settings: Settings, stores: Stores, guard: InstitutionGuard | None = None
+) -> SessionService:
     policy = Policy(
         idle_timeout=settings.idle_timeout,
         absolute_timeout=settings.absolute_timeout,
@@ -31,24 +56,33 @@ def build_service(settings: Settings, stores: Stores) -> SessionService:
         jwt_replay_retention=settings.jwt_replay_retention,
         jwt_max_bytes=settings.jwt_max_bytes,
         oauth_timestamp_window=settings.oauth_timestamp_window,
+        lti_state_ttl=settings.lti_state_ttl,
+        jwks_cache_ttl=settings.jwks_cache_ttl,
+        exchange_code_ttl=settings.exchange_code_ttl,
     )
     terms = Terms(settings.terms_version, settings.current_terms_text())
-    return SessionService(stores, policy, terms)
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("commons_session")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    return SessionService(
+        stores,
+        policy,
+        terms,
+        events=audit_sink(stores.records),
+        guard=guard,
+        jwks_fetcher=make_jwks_fetcher(settings.store_timeout),
+    )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    stores = settings.make_stores()
+    stores = instrument(settings.make_stores())
+    counter = make_counter(settings.redis_url, timeout=settings.store_timeout)
+    limiter = RateLimiter(
+        counter,
+        window=settings.rate_limit_window,
+        address_failures=settings.rate_limit_address_failures,
+        institution_requests=settings.rate_limit_institution_requests,
+    )
+    trusted = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -58,15 +92,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Serve 503s until the store returns rather than dying: clients keep their sessions.
             logging.getLogger("commons_session").warning("store unavailable at start; will retry")
         yield
-        await stores.close()
+        # Granian runs this once the worker has stopped accepting and its in-flight requests
+        # have been answered (docs/operations.md#graceful-shutdown).
+        try:
+            await counter.close()
+        finally:
+            await stores.close()
+        logging.getLogger("commons_session").info("shut down: stores closed")
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(AccessLogMiddleware), Middleware(SecurityHeadersMiddleware)],
+        middleware=[
+            Middleware(AccessLogMiddleware),
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(RateLimitMiddleware, limiter=limiter, trusted_proxies=trusted),
+        ],
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False  # "/terms/" is a 404 problem, not a redirect
     app.state.settings = settings
-    app.state.service = build_service(settings, stores)
+    app.state.service = build_service(settings, stores, guard=limiter)
     return app

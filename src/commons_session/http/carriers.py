@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import Headers, QueryParams
+from starlette.requests import Request
 
 from ..errors import ConflictingSessionIds
 
-__all__ = ["COOKIE_NAME", "Carried", "extract_session_id"]
+__all__ = ["COOKIE_NAME", "Carried", "extract_session_id", "query_params"]
 
 COOKIE_NAME = "session"
 
@@ -35,6 +36,14 @@ def _cookie_values(headers: Headers) -> list[str]:
             if sep and name.strip() == COOKIE_NAME:
                 values.append(value.strip().strip('"'))
     return values
+
+
+_NO_QUERY = QueryParams()
+
+
+def query_params(request: Request) -> QueryParams:
+    """The request's query parameters, without parsing an empty query string (most requests)."""
+    return request.query_params if request.scope.get("query_string") else _NO_QUERY
 
 
 def extract_session_id(

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from ..config import Settings
 from .carriers import COOKIE_NAME
 
-__all__ = ["clear_session_cookie", "set_session_cookie"]
+__all__ = ["STATE_COOKIE", "clear_session_cookie", "set_session_cookie", "set_state_cookie"]
 
 
 def set_session_cookie(response: Response, session_id: str, settings: Settings) -> None:
@@ -27,6 +27,23 @@ def clear_session_cookie(response: Response, settings: Settings) -> None:
     response.delete_cookie(
         COOKIE_NAME,
         path="/",
+        httponly=True,
+        secure=settings.cookie_secure,
+        samesite="none" if settings.cookie_secure else "lax",
+    )
+
+
+#: LTI 1.3: the browser binding of a login's state (see docs/lti13.md). Sent only to /api/lti*.
+STATE_COOKIE = "lti1p3_state"
+STATE_COOKIE_PATH = "/api/lti"
+
+
+def set_state_cookie(response: Response, binding: str, settings: Settings) -> None:
+    response.set_cookie(
+        STATE_COOKIE,
+        binding,
+        max_age=settings.lti_state_ttl,
+        path=STATE_COOKIE_PATH,
         httponly=True,
         secure=settings.cookie_secure,
         samesite="none" if settings.cookie_secure else "lax",

@@ -3,17 +3,30 @@ task per request)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
+import secrets
 import time
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["AccessLogMiddleware", "SecurityHeadersMiddleware", "redact_path", "redact_query"]
+from ..logs import request_id
+from ..metrics import metrics
+
+__all__ = [
+    "CLIENT_ADDRESS",
+    "AccessLogMiddleware",
+    "SecurityHeadersMiddleware",
+    "accept_request_id",
+    "redact_path",
+    "redact_query",
+]
 
 access_log = logging.getLogger("commons_session.access")
+
+#: Scope key where the rate limiter leaves the client address it settled on (proxies resolved).
+CLIENT_ADDRESS = "commons_session.client"
 
 # Query parameters that can carry a secret: session ids and tokens.
 SECRET_QUERY_PARAMS = frozenset({"session-id", "state", "sessionId", "jwt_token", "code"})
@@ -33,7 +46,7 @@ def redact_path(path: str) -> str:
     prefix = "/api/sessions/"
     if path.startswith(prefix):
         rest = path[len(prefix) :]
-        if rest not in ("logout", "logout-others", "") and not rest.startswith("handles/"):
+        if rest not in ("logout", "logout-others", "exchange", "") and not rest.startswith("handles/"):
             return prefix + REDACTED
     return _SECRET_SHAPED.sub(REDACTED, path)
 
@@ -50,6 +63,28 @@ def redact_query(query: str) -> str:
         ],
         safe="[]",
     )
+
+
+# A caller's X-Request-ID is kept if it is short, in a charset safe in headers and logs, and
+# holds no run of base64url long enough to be a session id or a JWT part (those must never
+# reach a log, whatever header brings them).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_LONG_RUN = re.compile(r"[A-Za-z0-9_-]{43}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def accept_request_id(offered: str | None) -> str:
+    """The caller's ``X-Request-ID`` if it is acceptable, else a new random one."""
+    if offered and _REQUEST_ID.fullmatch(offered) and not _LONG_RUN.search(offered):
+        return offered
+    return secrets.token_hex(8)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template; never the raw path, which may hold an id."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
 
 
 class SecurityHeadersMiddleware:
@@ -82,15 +117,21 @@ class SecurityHeadersMiddleware:
 
 
 class AccessLogMiddleware:
-    """One JSON line per request, with session ids and tokens redacted from path and query."""
+    """Per request: a request id (echoed as ``X-Request-ID`` and on every log line of the
+    request), the request metrics, and one JSON access line with ids and tokens redacted."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        offered = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        rid = accept_request_id(offered.decode("latin-1") if offered is not None else None)
+        # Not reset afterwards: the 500 handler runs outside this middleware and logs with it.
+        # Each request runs in a task of its own, so the value never leaks into another.
+        request_id.set(rid)
         start = time.perf_counter()
         status = 500  # if the app dies before answering, the server answers 500
 
@@ -98,23 +139,27 @@ class AccessLogMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            query = scope.get("query_string", b"").decode("latin-1")
-            client = scope.get("client")
-            access_log.info(
-                json.dumps(
-                    {
-                        "event": "access",
-                        "method": scope["method"],
-                        "path": redact_path(scope["path"]),
-                        "query": redact_query(query) if query else "",
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                        "client": client[0] if client else None,
-                    }
-                )
-            )
+            seconds = time.perf_counter() - start
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            labels = (method, route_template(scope), str(status))
+            metrics().requests.labels(*labels).inc()
+            metrics().request_seconds.labels(*labels).observe(seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                query = scope.get("query_string", b"").decode("latin-1")
+                client = scope.get("client")
+                fields = {
+                    "event": "access",
+                    "method": scope["method"],
+                    "path": redact_path(scope["path"]),
+                    "query": redact_query(query) if query else "",
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "client": scope.get(CLIENT_ADDRESS) or (client[0] if client else None),
+                }
+                access_log.info("access", extra={"fields": fields})

@@ -21,6 +21,8 @@ _ERRORS = {
     404: "No session of yours has that handle (`session_not_found`).",
     409: "Not the current terms version (`terms_version_mismatch`).",
     413: "Body or token too large.",
+    429: "Too many failed attempts from your address, or too many sessions and launches for the "
+    "institution (`rate_limited`); retry after `Retry-After` seconds.",
     415: "Unsupported content type.",
     503: "The store is unavailable; retry (`store_unavailable`).",
 }
@@ -28,8 +30,26 @@ _ERRORS = {
 _SESSION_AUTH: list[dict[str, list[str]]] = [{"cookie": []}, {"header": []}, {"query": []}, {"state": []}]
 
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+# Every path the rate limiter may answer but these (http/ratelimit.py exempts exactly them).
+_NOT_RATE_LIMITED = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"description": _ERRORS[s], "content": _PROBLEM} for s in statuses}
+    return {
+        str(s): {
+            "description": _ERRORS[s],
+            "content": _PROBLEM,
+            **({"headers": _RETRY_AFTER} if s == 429 else {}),
+        }
+        for s in statuses
+    }
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
@@ -53,6 +73,13 @@ _REDIRECT = {
     "headers": {"Location": {"schema": {"type": "string"}}},
 }
 _JSON_OR_FORM = ("application/json", "application/x-www-form-urlencoded")
+_STRING = {"schema": {"type": "string"}}
+_LANDING: dict[str, Any] = {
+    "description": "Launch recorded, fresh session cookie set; to `/terms?code=...` if the current terms "
+    "are not yet accepted, else to `/?code=...`. The one-time `code` is for a page whose cookie "
+    "was blocked (see /api/sessions/exchange).",
+    "headers": {"Location": {"schema": {"type": "string"}}},
+}
 
 _SESSION_CONTENTS: dict[str, Any] = {
     "type": "object",
@@ -96,6 +123,17 @@ _SESSION_ID_PARAM = {
 
 @cache
 def openapi_document() -> dict[str, Any]:
+    """The document, with the 429 answer added to every operation the rate limiter covers."""
+    document = _document()
+    for path, item in document["paths"].items():
+        if path not in _NOT_RATE_LIMITED:
+            for method, operation in item.items():
+                if method in ("get", "put", "post", "delete", "patch"):
+                    operation["responses"].update(_errors(429))
+    return document
+
+
+def _document() -> dict[str, Any]:
     created = {
         "allOf": [
             {"$ref": "#/components/schemas/SessionContents"},
@@ -122,6 +160,36 @@ def openapi_document() -> dict[str, Any]:
             "content": {m: {"schema": {"$ref": "#/components/schemas/SessionIdBody"}} for m in _JSON_OR_FORM},
         },
         "responses": {**logout_op["responses"], **_errors(413, 415)},
+    }
+    lti13_login: dict[str, Any] = {
+        "summary": "LTI 1.3 OIDC login initiation (third-party initiated login)",
+        "description": (
+            "`iss` must be a registered issuer, `client_id` (if sent) registered for it, and "
+            "`target_link_uri` this tool's `/api/lti/launch`. Answers 302 to the platform's "
+            "authorization endpoint with a fresh state and nonce, and sets the `lti1p3_state` "
+            "cookie that binds them to this browser. With `lti_storage_target` (LTI Platform "
+            "Storage), answers a page that also stores the binding with the platform first."
+        ),
+        "parameters": [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+            for name in (
+                "iss",
+                "login_hint",
+                "target_link_uri",
+                "client_id",
+                "lti_message_hint",
+                "lti_deployment_id",
+                "lti_storage_target",
+            )
+        ],
+        "responses": {
+            "302": {
+                "description": "To the platform's OIDC authorization endpoint.",
+                "headers": {"Location": _STRING, "Set-Cookie": _STRING},
+            },
+            "200": _html("Platform Storage: stores the browser binding, then goes on to the platform."),
+            **_errors(400, 503),
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -251,12 +319,110 @@ def openapi_document() -> dict[str, Any]:
                         "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
                     },
                     "responses": {
-                        "303": {
-                            **_REDIRECT,
-                            "description": "Launch recorded, fresh session cookie set; to /terms if the "
-                            "current terms are not yet accepted, else to /.",
-                        },
+                        "303": _LANDING,
                         **_errors(400, 401, 413, 415, 503),
+                    },
+                }
+            },
+            "/api/lti/login": {
+                "get": {**lti13_login, "operationId": "lti13Login"},
+                "post": {
+                    **lti13_login,
+                    "operationId": "lti13LoginPost",
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/x-www-form-urlencoded": {
+                                "schema": {"$ref": "#/components/schemas/Lti13Login"}
+                            }
+                        },
+                    },
+                    "responses": {**lti13_login["responses"], **_errors(413, 415)},
+                },
+            },
+            "/api/lti/launch": {
+                "post": {
+                    "operationId": "lti13Launch",
+                    "summary": "LTI 1.3 launch: the platform's form post of id_token and state",
+                    "description": (
+                        "Checks the state (known, not expired, bound to this browser by the "
+                        "`lti1p3_state` cookie), then the id_token (RS256 by `kid` from the "
+                        "platform's JWKS; iss, aud/azp, exp/iat, nonce, deployment id, message type, "
+                        "version) and records the launch exactly as an LTI 1.1 launch does. Every "
+                        "failed check is a 401 whose `code` names it (docs/lti13.md)."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/x-www-form-urlencoded": {
+                                "schema": {"$ref": "#/components/schemas/Lti13Launch"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "303": {**_LANDING, "headers": {**_LANDING["headers"], "Set-Cookie": _STRING}},
+                        "200": _html(
+                            "The state cookie did not come back but the platform offers Platform "
+                            "Storage: a page whose script completes the launch at /api/lti/launch/confirm."
+                        ),
+                        "401": {
+                            "description": "A check failed (see `code`). `state_cookie_missing` is answered "
+                            "as an HTML page with a link that opens the launch in a new window when the "
+                            "client accepts text/html, else as a problem with `relaunchUrl`.",
+                            "content": {**_PROBLEM, "text/html": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(400, 403, 413, 415, 503),
+                    },
+                }
+            },
+            "/api/lti/launch/confirm": {
+                "post": {
+                    "operationId": "lti13LaunchConfirm",
+                    "summary": "Complete an LTI 1.3 launch with the binding from Platform Storage",
+                    "description": (
+                        "Called by the launch page's script (JSON only, so no other site can post it) "
+                        "with the binding the platform kept for this browser. Same checks as "
+                        "/api/lti/launch."
+                    ),
+                    "requestBody": _body("Lti13Confirm", "application/json"),
+                    "responses": {
+                        "200": {
+                            **_json("Lti13Confirmed", "Launch recorded; go to `location`."),
+                            "headers": {"Set-Cookie": _STRING},
+                        },
+                        **_errors(400, 401, 403, 413, 415, 503),
+                    },
+                }
+            },
+            "/api/sessions/exchange": {
+                "post": {
+                    "operationId": "exchangeCode",
+                    "summary": "Trade a launch's one-time code for its session id",
+                    "description": (
+                        "After a launch the browser lands on `/terms?code=...` or `/?code=...`. When the "
+                        "session cookie was blocked, the page's script posts the code here, once, within "
+                        "`exchange_code_ttl` seconds (60), and sends the id as `x-session-id` from then on."
+                    ),
+                    "requestBody": _body("ExchangeRequest", "application/json"),
+                    "responses": {
+                        "200": _json("ExchangedSession", "The session id, once."),
+                        **_errors(400, 401, 413, 415, 503),
+                    },
+                }
+            },
+            "/static/{name}": {
+                "get": {
+                    "operationId": "staticScript",
+                    "summary": "The scripts of the cookie-less pages (session.js, lti13.js)",
+                    "parameters": [
+                        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "JavaScript.",
+                            "content": {"text/javascript": {"schema": {"type": "string"}}},
+                        },
+                        "404": {"description": "No such script.", "content": _PROBLEM},
                     },
                 }
             },
@@ -300,6 +466,39 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "healthz",
                     "summary": "The process is alive",
                     "responses": {"200": {"description": "Alive", "content": {"application/json": {}}}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Every configured store answers",
+                    "responses": {
+                        "200": {
+                            "description": "Ready",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["status"],
+                                        "properties": {"status": {"const": "ready"}},
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(503),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics (text exposition format)",
+                    "responses": {
+                        "200": {
+                            "description": "The metrics of every worker",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
                 }
             },
         },
@@ -395,6 +594,57 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["ended"],
                     "properties": {"ended": {"type": "integer"}},
+                },
+                "Lti13Login": {
+                    "type": "object",
+                    "properties": {
+                        name: {"type": "string"}
+                        for name in (
+                            "iss",
+                            "login_hint",
+                            "target_link_uri",
+                            "client_id",
+                            "lti_message_hint",
+                            "lti_deployment_id",
+                            "lti_storage_target",
+                        )
+                    },
+                },
+                "Lti13Launch": {
+                    "type": "object",
+                    "required": ["id_token", "state"],
+                    "properties": {
+                        "id_token": {"type": "string", "description": "RS256 JWT from the platform."},
+                        "state": {"type": "string"},
+                        "lti_storage_target": {"type": "string"},
+                    },
+                },
+                "Lti13Confirm": {
+                    "type": "object",
+                    "required": ["id_token", "state", "binding"],
+                    "properties": {
+                        "id_token": {"type": "string"},
+                        "state": {"type": "string"},
+                        "binding": {
+                            "type": "string",
+                            "description": "The value the platform kept for this browser (lti.get_data).",
+                        },
+                    },
+                },
+                "Lti13Confirmed": {
+                    "type": "object",
+                    "required": ["location"],
+                    "properties": {"location": {"type": "string"}},
+                },
+                "ExchangeRequest": {
+                    "type": "object",
+                    "required": ["code"],
+                    "properties": {"code": {"type": "string"}},
+                },
+                "ExchangedSession": {
+                    "type": "object",
+                    "required": ["sessionId"],
+                    "properties": {"sessionId": {"type": "string"}},
                 },
                 "SessionIdBody": {
                     "type": "object",

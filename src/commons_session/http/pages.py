@@ -2,10 +2,18 @@
 
 Plain server-rendered HTML with no script: it works inside Canvas' iframe, needs no build step,
 and every value is escaped.
+
+Only when the browser drops our cookies (Canvas' cross-site iframe) do pages carry a script: a
+static file from ``/static/`` (never inline), allowed by a CSP of ``script-src 'self'``. It trades
+the launch's one-time ``code`` for the session id and then talks to the API with
+``x-session-id`` (``session.js``), or carries an LTI 1.3 state through LTI Platform Storage
+(``lti13.js``). See docs/lti13.md.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from html import escape
 from typing import Any
 
@@ -13,11 +21,21 @@ from starlette.responses import HTMLResponse
 
 from ..domain.terms import Terms
 
-__all__ = ["home", "signed_out", "terms"]
+__all__ = [
+    "exchange_shell",
+    "home",
+    "lti_storage_launch",
+    "lti_storage_login",
+    "signed_out",
+    "state_cookie_missing",
+    "terms",
+]
 
 _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; form-action 'self'; base-uri 'none'"
 )
+# Pages that need a script load it from /static/ (no inline script) and may call our own API.
+_CSP_WITH_SCRIPT = _CSP + "; script-src 'self'; connect-src 'self'"
 
 _STYLE = """
 :root { color-scheme: light; --ink:#1f2933; --muted:#52606d; --line:#d9e2ec; --accent:#0b5cad; }
@@ -29,8 +47,12 @@ header strong { color: var(--accent); letter-spacing: .02em; }
 main { max-width: 44rem; margin: 2rem auto; padding: 0 1rem; }
 .card { background:#fff; border:1px solid var(--line); border-radius:8px; padding:1.5rem 1.75rem; }
 h1 { font-size: 1.5rem; margin: 0 0 1rem; }
-.terms { white-space: pre-wrap; border:1px solid var(--line); border-radius:6px; padding:1rem;
+.terms { border:1px solid var(--line); border-radius:6px; padding:.25rem 1.25rem;
          max-height: 22rem; overflow:auto; background:#fbfcfd; }
+.terms p, .terms li { margin: .75rem 0; max-width: 38rem; }
+.terms ol, .terms ul { padding-left: 1.5rem; }
+.terms.plain { white-space: pre-wrap; padding: 1rem; }
+h1[tabindex="-1"]:focus { outline: none; }
 dl { display:grid; grid-template-columns: max-content 1fr; gap:.35rem 1rem; margin:1rem 0; }
 dt { color: var(--muted); } dd { margin:0; }
 .who { display:flex; gap:1rem; align-items:center; }
@@ -40,38 +62,97 @@ button { font: inherit; padding:.55rem 1.1rem; border-radius:6px; cursor:pointer
 button.secondary { background:#fff; color: var(--accent); }
 button:focus-visible, a:focus-visible { outline: 3px solid #f0b429; outline-offset: 2px; }
 .note { color: var(--muted); font-size: .95rem; }
+code { white-space: nowrap; }
 .ok { color: #116149; font-weight: 600; }
+.error { color: #9b1c1c; }
+a.button { display:inline-block; text-decoration:none; font: inherit; padding:.55rem 1.1rem;
+           border-radius:6px; border:1px solid var(--accent); background: var(--accent); color:#fff; }
+[hidden] { display: none !important; }
+@media (max-width: 32rem) {  /* a narrow Canvas iframe */
+  header { padding: .6rem 1rem; } main { margin: 1rem auto; padding: 0 .5rem; }
+  .card { padding: 1rem; } h1 { font-size: 1.25rem; } .terms { padding: .1rem .9rem; }
+  dl { grid-template-columns: 1fr; gap: 0; } dd { margin-bottom: .5rem; }
+  .who img { width: 44px; height: 44px; }
+}
 """
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+def _page(title: str, body: str, status: int = 200, *, script: str | None = None) -> HTMLResponse:
+    tag = f'<script src="/static/{escape(script)}" defer></script>' if script else ""
     html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)} · Commons</title><style>{_STYLE}</style></head>"
+        f"<title>{escape(title)} · Commons</title><style>{_STYLE}</style>{tag}</head>"
         f'<body><header><strong>Commons</strong></header><main><div class="card">{body}'
         "</div></main></body></html>"
     )
-    return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": _CSP})
+    policy = _CSP_WITH_SCRIPT if script else _CSP
+    return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": policy})
+
+
+def _data(**values: str) -> str:
+    """``data-*`` attributes: how a page hands values to its script without inline code."""
+    return "".join(f' data-{name.replace("_", "-")}="{escape(value)}"' for name, value in values.items())
 
 
 def _hidden(name: str, value: str) -> str:
     return f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
 
 
+_LIST_ITEM = re.compile(r"(?:(\d+)[.)]|[-*\u2022])\s+")
+
+
+def terms_html(text: str) -> str:
+    """The operator's plain-text terms as HTML: blank lines separate paragraphs, hard-wrapped
+    lines are joined, and lines starting ``1.``, ``-`` or ``*`` become list items (continued by
+    the lines below them). Everything is escaped; the words are the operator's, unchanged."""
+    out: list[str] = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        paragraph: list[str] = []
+        items: list[tuple[str | None, list[str]]] = []
+        for line in block.splitlines():
+            marker = _LIST_ITEM.match(line)
+            if marker:
+                items.append((marker.group(1), [line[marker.end() :].strip()]))
+            elif items:
+                items[-1][1].append(line.strip())
+            else:
+                paragraph.append(line.strip())
+        if paragraph:
+            out.append(f"<p>{escape(' '.join(paragraph))}</p>")
+        if items:
+            numbered = items[0][0] is not None
+            lis = "".join(
+                (f'<li value="{n}">' if numbered and n else "<li>") + escape(" ".join(words)) + "</li>"
+                for n, words in items
+            )
+            out.append(f"<ol>{lis}</ol>" if numbered else f"<ul>{lis}</ul>")
+    return "".join(out)
+
+
+def _when(iso: str) -> str:
+    """An ISO 8601 instant as people read it, in UTC (the page cannot know their time zone)."""
+    try:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return escape(iso)
+    shown = f"{moment.day} {moment:%B %Y}, {moment:%H:%M} UTC"
+    return f'<time datetime="{escape(iso)}">{shown}</time>'
+
+
 def signed_out() -> HTMLResponse:
     return _page(
         "Not signed in",
         "<h1>You are not signed in</h1><p>Open Commons from your Canvas course or account "
-        "navigation to sign in. Scripts can create a session with a Canvas JWT at "
-        "<code>POST /api/sessions</code>.</p>",
+        'navigation to sign in.</p><p class="note">Developers: scripts create a session from a '
+        "Canvas JWT with <code>POST /api/sessions</code>.</p>",
     )
 
 
 def terms(current: Terms, *, accepted: bool | None, csrf_token: str | None) -> HTMLResponse:
     body = (
         f'<h1>Terms of service</h1><p class="note">Version {escape(current.version)}</p>'
-        f'<div class="terms" tabindex="0" aria-label="Terms of service text">{escape(current.text)}</div>'
+        f'<div class="terms" tabindex="0" aria-label="Terms of service text">{terms_html(current.text)}</div>'
     )
     if accepted:
         body += '<p class="ok">You have accepted these terms.</p><p><a href="/">Continue to Commons</a></p>'
@@ -96,9 +177,9 @@ def home(contents: dict[str, Any], *, accepted: bool, csrf_token: str) -> HTMLRe
         ("Institution", contents.get("accountName") or ""),
         ("Roles", roles),
         ("Canvas user id", contents.get("canvasUserId") or "unknown"),
-        ("Session expires", contents.get("expires") or ""),
     ]
     details = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in rows)
+    details += f"<dt>Session expires</dt><dd>{_when(str(contents.get('expires') or ''))}</dd>"
     terms_note = (
         ""
         if accepted
@@ -113,3 +194,90 @@ def home(contents: dict[str, Any], *, accepted: bool, csrf_token: str) -> HTMLRe
         + '<button class="secondary" type="submit">Log out</button></form>'
     )
     return _page("Signed in", body)
+
+
+# -- when the browser blocks our cookies (docs/lti13.md) ------------------------------------------
+
+
+def exchange_shell(current: Terms, *, landing: str) -> HTMLResponse:
+    """The terms or home page for a browser whose session cookie did not come back after a
+    launch: its script trades the ``code`` in the address for the session id, then shows the
+    terms (with an accept button) or who is signed in, talking to the API with ``x-session-id``."""
+    body = (
+        f'<div id="app"{_data(landing=landing)}>'
+        '<section data-view="loading"><h1>Signing you in…</h1>'
+        '<p class="note" role="status">One moment while Commons finishes signing you in.</p>'
+        "<noscript><p>Your browser blocks cookies inside Canvas, so Commons needs JavaScript here. "
+        "Enable JavaScript, or open Commons in a new window from Canvas.</p></noscript></section>"
+        '<section data-view="terms" hidden><h1>Terms of service</h1>'
+        f'<p class="note">Version <span data-slot="version">{escape(current.version)}</span></p>'
+        '<div class="terms" tabindex="0" aria-label="Terms of service text" data-slot="text">'
+        f"{terms_html(current.text)}</div>"
+        '<p><button type="button" data-action="accept">I accept these terms</button></p></section>'
+        '<section data-view="home" hidden><div class="who"><img data-slot="avatar" alt="" hidden>'
+        '<div><h1>Signed in as <span data-slot="name"></span></h1></div></div><dl>'
+        '<dt>Institution</dt><dd data-slot="account"></dd><dt>Roles</dt><dd data-slot="roles"></dd>'
+        '<dt>Canvas user id</dt><dd data-slot="canvas-user"></dd>'
+        '<dt>Session expires</dt><dd data-slot="expires"></dd></dl>'
+        '<button class="secondary" type="button" data-action="logout">Log out</button></section>'
+        '<section data-view="signed-out" hidden><h1>You are signed out</h1>'
+        "<p>Open Commons from your Canvas course or account navigation to sign in again.</p></section>"
+        '<section data-view="error" hidden><h1>Could not sign you in</h1>'
+        '<p class="error" role="alert" data-slot="error"></p>'
+        "<p>Open Commons again from Canvas; if this keeps happening, open it in a new window.</p>"
+        "</section></div>"
+    )
+    return _page("Signing in", body, script="session.js")
+
+
+def _relaunch_link(relaunch_url: str) -> str:
+    return (
+        f'<p><a class="button" href="{escape(relaunch_url)}" target="_blank" rel="noopener">'
+        "Open Commons in a new window</a></p>"
+    )
+
+
+def lti_storage_login(
+    *, redirect_url: str, origin: str, target: str, state: str, binding: str
+) -> HTMLResponse:
+    """LTI 1.3 login when the platform offers Platform Storage (``lti_storage_target``): the
+    script stores the browser binding with the platform (``lti.put_data``), then goes on to the
+    platform's authorization endpoint. The state cookie is set as well, for browsers that keep it."""
+    body = (
+        f'<div id="lti"{_data(mode="login", origin=origin, target=target, state=state, binding=binding)}'
+        f"{_data(redirect=redirect_url)}><h1>Opening Commons…</h1>"
+        '<p class="note" role="status">Connecting to Canvas.</p>'
+        f'<noscript><p><a href="{escape(redirect_url)}">Continue</a></p></noscript></div>'
+    )
+    return _page("Opening Commons", body, script="lti13.js")
+
+
+def lti_storage_launch(
+    *, id_token: str, state: str, origin: str, target: str, relaunch_url: str
+) -> HTMLResponse:
+    """LTI 1.3 launch without the state cookie, on a platform with Platform Storage: the script
+    asks the platform for this browser's binding (``lti.get_data``) and completes the launch at
+    ``/api/lti/launch/confirm``; if the platform has none, it offers a new window."""
+    body = (
+        f'<div id="lti"{_data(mode="launch", origin=origin, target=target, state=state, id_token=id_token)}>'
+        '<section data-view="loading"><h1>Signing you in…</h1>'
+        '<p class="note" role="status">Checking this launch with Canvas.</p>'
+        "<noscript><p>Your browser blocks cookies inside Canvas, so Commons needs JavaScript here, "
+        "or a new window.</p>" + _relaunch_link(relaunch_url) + "</noscript></section>"
+        '<section data-view="error" hidden><h1>Could not sign you in here</h1>'
+        '<p class="error" role="alert" data-slot="error"></p>'
+        + _relaunch_link(relaunch_url)
+        + "</section></div>"
+    )
+    return _page("Signing in", body, script="lti13.js")
+
+
+def state_cookie_missing(detail: str, relaunch_url: str | None) -> HTMLResponse:
+    """401 ``state_cookie_missing`` for a browser: the launch cannot be tied to this browser
+    inside the iframe, but a top-level window can (first-party cookies)."""
+    body = (
+        "<h1>Open Commons in a new window</h1>"
+        f'<p>{escape(detail)}</p><p class="note">Error code: <code>state_cookie_missing</code></p>'
+        + (_relaunch_link(relaunch_url) if relaunch_url else "")
+    )
+    return _page("Open in a new window", body, status=401)

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from .. import errors
+from ..logs import request_id
 from .middleware import SecurityHeadersMiddleware, redact_path
 
 __all__ = ["ProblemResponse", "exception_handlers", "problem", "status_for"]
@@ -27,11 +28,13 @@ _STATUS: list[tuple[type[errors.SessionServiceError], int]] = [
     (errors.AuthenticationError, 401),
     (errors.Forbidden, 403),
     (errors.TermsVersionMismatch, 409),
+    (errors.RateLimited, 429),
     (errors.InstitutionNotFound, 404),
     (errors.UserNotFound, 404),
     (errors.NotFound, 404),
     (errors.InstitutionError, 400),
     (errors.StoreUnavailable, 503),
+    (errors.JwksUnavailable, 503),
     (errors.SchemaTooNew, 503),
     (errors.StoreError, 500),
 ]
@@ -84,6 +87,8 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     elif status >= 500:
         log.error("store failure on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
     headers = {"Retry-After": "1"} if status == 503 else None
+    if isinstance(exc, errors.RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     return problem(status, exc.code, exc.message, headers=headers)
 
 
@@ -114,6 +119,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
     # This handler runs outside the middleware stack, so it adds the security headers itself.
     headers = {name.decode(): value.decode() for name, value in SecurityHeadersMiddleware.HEADERS}
+    rid = request_id.get()
+    if rid is not None:
+        headers["X-Request-ID"] = rid
     return problem(
         500, "internal_error", "Something went wrong on our side; it has been logged.", headers=headers
     )

@@ -3,8 +3,10 @@ answer; the rules live in ``domain.service``."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -20,13 +22,25 @@ from ..errors import (
     InvalidSession,
     NotYourSession,
     SessionRequired,
+    StoreUnavailable,
 )
+from ..metrics import exposition
 from . import pages
 from .bodies import FORM, JSON, Body, read_body
-from .carriers import Carried, _cookie_values, extract_session_id
+from .carriers import Carried, _cookie_values, extract_session_id, query_params
 from .cookies import clear_session_cookie, set_session_cookie
+from .fastjson import FastJSONResponse
+from .launch13 import (
+    exchange_session,
+    lti13_launch,
+    lti13_launch_confirm,
+    lti13_login,
+    redirect_after_launch,
+    static_file,
+)
 from .openapi import openapi_document
 from .problems import problem, status_for
+from .ratelimit import FAILED_LOOKUP
 
 __all__ = ["csrf_token_for", "routes"]
 
@@ -58,10 +72,14 @@ def _check_csrf(carried: Carried, body: Body) -> None:
 
 
 async def _authenticated(request: Request, body: Body | None = None) -> tuple[Carried, SessionRecord]:
-    carried = extract_session_id(request.headers, request.query_params, body.fields if body else None)
+    carried = extract_session_id(request.headers, query_params(request), body.fields if body else None)
     if carried is None:
         raise SessionRequired()
-    return carried, await _service(request).authenticate(carried.session_id)
+    try:
+        return carried, await _service(request).authenticate(carried.session_id)
+    except InvalidSession:
+        request.scope[FAILED_LOOKUP] = True  # counts against the address's rate limit
+        raise
 
 
 def _signed_url(request: Request) -> str:
@@ -85,7 +103,7 @@ async def create_session(request: Request) -> Response:
     service = _service(request)
     issued = await service.create_from_jwt(token.strip(), request.headers.get("user-agent"))
     content = {"sessionId": issued.session_id, **service.contents(issued.session_id, issued.record)}
-    response = JSONResponse(
+    response = FastJSONResponse(
         content, status_code=201, headers={"Location": f"/api/sessions/{issued.session_id}"}
     )
     set_session_cookie(response, issued.session_id, settings)
@@ -96,7 +114,7 @@ async def read_session(request: Request) -> Response:
     carried, record = await _authenticated(request)
     if not same_id(request.path_params["session_id"], carried.session_id):
         raise NotYourSession()
-    return JSONResponse(_service(request).contents(carried.session_id, record))
+    return FastJSONResponse(_service(request).contents(carried.session_id, record))
 
 
 async def logout(request: Request) -> Response:
@@ -108,6 +126,8 @@ async def logout(request: Request) -> Response:
             raise SessionRequired()
         await _service(request).logout(carried.session_id)
     except (SessionRequired, InvalidSession) as exc:
+        if isinstance(exc, InvalidSession):
+            request.scope[FAILED_LOOKUP] = True
         refused: Response = problem(status_for(exc), exc.code, exc.message)
         clear_session_cookie(refused, settings)
         return refused
@@ -197,9 +217,7 @@ async def lti_launch(request: Request) -> Response:
         held_session_id=held,
         user_agent=request.headers.get("user-agent"),
     )
-    response = RedirectResponse("/" if result.terms_accepted else "/terms", status_code=303)
-    set_session_cookie(response, result.issued.session_id, settings)
-    return response
+    return redirect_after_launch(result, settings)
 
 
 # -- Pages ----------------------------------------------------------------------------------
@@ -216,6 +234,8 @@ async def _page_session(request: Request) -> tuple[Carried, SessionRecord] | Non
 async def home_page(request: Request) -> Response:
     found = await _page_session(request)
     service = _service(request)
+    if found is None and request.query_params.get("code"):
+        return pages.exchange_shell(service.terms, landing="home")  # the cookie was blocked
     if found is None:
         return pages.signed_out()
     carried, record = found
@@ -229,6 +249,8 @@ async def home_page(request: Request) -> Response:
 async def terms_page(request: Request) -> Response:
     found = await _page_session(request)
     service = _service(request)
+    if found is None and request.query_params.get("code"):
+        return pages.exchange_shell(service.terms, landing="terms")  # the cookie was blocked
     if found is None:
         return pages.terms(service.terms, accepted=None, csrf_token=None)
     carried, record = found
@@ -273,7 +295,25 @@ async def openapi_json(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """The process answers; no store is asked."""
     return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Every configured store answers a cheap query within ``store_timeout``."""
+    try:
+        await asyncio.wait_for(_service(request).stores.ping(), _settings(request).store_timeout)
+    except Exception as exc:  # whatever the store's failure, the answer is "not ready", never 500
+        logging.getLogger("commons_session.errors").warning("not ready: %r", exc)
+        return problem(
+            503, StoreUnavailable.code, StoreUnavailable.default_message, headers={"Retry-After": "1"}
+        )
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics_text(request: Request) -> Response:
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
 
 
 routes = [
@@ -282,13 +322,20 @@ routes = [
     Route("/api/sessions/logout", logout, methods=["GET", "POST"]),
     Route("/api/sessions/logout-others", logout_others, methods=["POST"]),
     Route("/api/sessions/handles/{handle}", end_session_by_handle, methods=["DELETE"]),
+    Route("/api/sessions/exchange", exchange_session, methods=["POST"]),
     Route("/api/sessions/{session_id}", read_session, methods=["GET"]),
     Route("/api/terms", terms_status, methods=["GET"]),
     Route("/api/terms/accept", accept_terms, methods=["POST"]),
     Route("/api/lti", lti_launch, methods=["POST"]),
+    Route("/api/lti/login", lti13_login, methods=["GET", "POST"]),
+    Route("/api/lti/launch", lti13_launch, methods=["POST"]),
+    Route("/api/lti/launch/confirm", lti13_launch_confirm, methods=["POST"]),
+    Route("/static/{name}", static_file, methods=["GET"]),
     Route("/", home_page, methods=["GET"]),
     Route("/terms", terms_route, methods=["GET", "POST"]),
     Route("/logout", logout_form, methods=["POST"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics_text, methods=["GET"]),
 ]

@@ -6,7 +6,8 @@ in one SQLite file:
 
 - ``RecordStore``: institutions, users, launches and terms acceptances (durable).
 - ``SessionStore``: sessions, keyed by the SHA-256 of their id.
-- ``OnceStore``: single-use markers with an expiry (OAuth nonces, used JWTs).
+- ``OnceStore``: single-use markers with an expiry (OAuth nonces, used JWTs), and short-lived
+  values (LTI 1.3 login states, one-time hand-off codes).
 
 All methods are ``async`` so a backend may do network I/O; the SQLite backend answers without
 awaiting because a primary-key lookup in a local file is faster than a thread hop.
@@ -17,7 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..domain.models import AccountSettings, Identity, Institution, Profile, SessionRecord, User
+from ..domain.audit import AuditEvent
+from ..domain.models import (
+    AccountSettings,
+    Identity,
+    Institution,
+    Lti13Registration,
+    Profile,
+    SessionRecord,
+    User,
+)
 
 __all__ = ["CombinedStores", "OnceStore", "RecordStore", "SessionStore", "Stores"]
 
@@ -85,6 +95,61 @@ class RecordStore:
         """Disable (or enable again) a user. Raises ``UserNotFound``. The caller ends sessions."""
         raise NotImplementedError("subclasses of RecordStore must provide set_user_disabled()")
 
+    async def add_audit_event(self, event: AuditEvent) -> None:
+        """Append one event to the audit stream. Events are never changed afterwards; only
+        ``purge_audit_events`` removes them. Removing a user or an institution keeps their events."""
+        raise NotImplementedError("subclasses of RecordStore must provide add_audit_event()")
+
+    async def list_audit_events(
+        self,
+        *,
+        user_id: str | None = None,
+        institution_id: int | None = None,
+        event: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        """The events matching every filter given (``since`` inclusive, in POSIX seconds),
+        newest first (events at the same time: the later added first), at most ``limit``."""
+        raise NotImplementedError("subclasses of RecordStore must provide list_audit_events()")
+
+    async def purge_audit_events(self, before: float, limit: int = 1_000) -> int:
+        """Delete at most ``limit`` events older than ``before``. Returns how many; call again
+        while it returns ``limit``."""
+        raise NotImplementedError("subclasses of RecordStore must provide purge_audit_events()")
+
+    # -- LTI 1.3 registrations (migration 0004) ------------------------------------------------
+
+    async def add_lti13_registration(
+        self,
+        consumer_key: str,
+        *,
+        issuer: str,
+        client_id: str,
+        deployment_ids: tuple[str, ...],
+        jwks_url: str,
+        auth_url: str,
+        now: float,
+    ) -> Lti13Registration:
+        """Attach the registration ``(issuer, client_id)`` to the institution with this key.
+        If that institution already has it, the URLs are replaced and the deployment ids are
+        added to the ones it had (in order, without repeats). Raises ``InstitutionNotFound``,
+        and ``DuplicateRegistration`` if another institution has it."""
+        raise NotImplementedError("subclasses of RecordStore must provide add_lti13_registration()")
+
+    async def get_lti13_registration(self, issuer: str, client_id: str) -> Lti13Registration | None:
+        """The registration with exactly this issuer and client id, or None."""
+        raise NotImplementedError("subclasses of RecordStore must provide get_lti13_registration()")
+
+    async def list_lti13_registrations(self, issuer: str | None = None) -> list[Lti13Registration]:
+        """Every registration (only the issuer's, if given), ordered by issuer, then client id.
+        Removing an institution removes its registrations."""
+        raise NotImplementedError("subclasses of RecordStore must provide list_lti13_registrations()")
+
+    async def remove_lti13_registration(self, issuer: str, client_id: str) -> Lti13Registration:
+        """Delete the registration. Raises ``RegistrationNotFound``."""
+        raise NotImplementedError("subclasses of RecordStore must provide remove_lti13_registration()")
+
 
 class SessionStore:
     async def create(self, session: SessionRecord) -> None:
@@ -134,6 +199,16 @@ class OnceStore:
         unexpired claim already stands. Atomic: of two racing claims exactly one wins."""
         raise NotImplementedError("subclasses of OnceStore must provide claim()")
 
+    async def put(self, namespace: str, key: str, value: str, expires_at: float) -> None:
+        """Keep ``value`` under ``key`` until ``expires_at`` (a later put replaces it). For
+        short-lived values such as LTI 1.3 login states; a namespace is used either with
+        ``put``/``get`` or with ``claim``, never both."""
+        raise NotImplementedError("subclasses of OnceStore must provide put()")
+
+    async def get(self, namespace: str, key: str, now: float) -> str | None:
+        """The value ``put`` under ``key``, or None if there is none or it has expired."""
+        raise NotImplementedError("subclasses of OnceStore must provide get()")
+
     async def release(self, namespace: str, key: str) -> None:
         """Undo a claim whose operation failed later, so the key can be used again."""
         raise NotImplementedError("subclasses of OnceStore must provide release()")
@@ -155,6 +230,10 @@ class Stores:
         """Connect and apply pending migrations. Raises ``SchemaTooNew`` for a database that a
         newer release migrated, and ``StoreUnavailable`` if the store cannot be reached."""
 
+    async def ping(self) -> None:
+        """Run one cheap query on every backing store (readiness). Raises ``StoreUnavailable``
+        if one cannot answer; the caller bounds the wait."""
+
     async def close(self) -> None:
         """Release connections. Safe to call twice."""
 
@@ -169,6 +248,10 @@ class CombinedStores(Stores):
     async def open(self) -> None:
         for part in self.parts:
             await part.open()
+
+    async def ping(self) -> None:
+        for part in self.parts:
+            await part.ping()
 
     async def close(self) -> None:
         for part in self.parts:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 from .base import CombinedStores, Stores
+from .counters import HitCounter, MemoryCounter
 
-__all__ = ["make_stores", "sqlite_path"]
+__all__ = ["make_counter", "make_stores", "sqlite_path"]
 
 
 def sqlite_path(database_url: str) -> str:
@@ -44,3 +45,13 @@ def make_stores(
     from .redis import RedisStores
 
     return CombinedStores(durable, RedisStores(redis_url, idle_timeout=idle_timeout, timeout=timeout))
+
+
+def make_counter(redis_url: str | None, *, timeout: float) -> HitCounter:
+    """Rate-limit counters: in Redis when one is configured (shared by every instance), else in
+    this process's memory."""
+    if not redis_url:
+        return MemoryCounter()
+    from .redis import RedisCounter
+
+    return RedisCounter(redis_url, timeout)

@@ -4,11 +4,12 @@ so an outage answers 503 quickly instead of hanging requests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -21,6 +22,11 @@ from .sql import Row, SqlOnce, SqlRecords, SqlSessions, UniqueViolation
 __all__ = ["PostgresDatabase", "PostgresStores", "latest_version"]
 
 _MIGRATION_LOCK = 0x636F6D6D6F6E73  # pg_advisory_xact_lock key: one migrator at a time
+# Our own bound on a statement ends a little after the server's statement_timeout, so a server
+# that still answers cancels the statement itself and the connection stays usable.
+_SLACK = 0.25
+
+T = TypeVar("T")
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -55,34 +61,80 @@ def _translated() -> Iterator[None]:
 
 
 class _PgConnection:
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    """One pooled connection whose every statement is bounded on our side too: statement_timeout
+    works only while the server answers, and a server that hangs (or a network that drops
+    packets) would otherwise hold the request for as long as TCP takes to give up."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], bound: float) -> None:
         self.conn = conn
+        self.bound = bound
+        #: A statement given up on. psycopg, once cancelled, asks the server to cancel it and
+        #: waits up to 10 s; the request does not wait for that, and the connection goes back
+        #: to the pool only when it is over.
+        self.stray: asyncio.Task[Any] | None = None
+
+    async def _run(self, sql: str, params: Sequence[Any], result: Callable[[Any], Awaitable[T]]) -> T:
+        if self.stray is not None:
+            raise StoreUnavailable()
+
+        async def statement() -> T:
+            with _translated():
+                return await result(await self.conn.execute(_pg(sql), params))
+
+        task = asyncio.ensure_future(statement())
+        try:
+            await asyncio.wait({task}, timeout=self.bound)
+        finally:
+            if not task.done():
+                task.cancel()
+                self.stray = task
+        if self.stray is task:
+            raise StoreUnavailable()
+        return task.result()
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        with _translated():
-            cur = await self.conn.execute(_pg(sql), params)
-            return await cur.fetchone()
+        return await self._run(sql, params, lambda cur: cur.fetchone())
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        with _translated():
-            cur = await self.conn.execute(_pg(sql), params)
-            return await cur.fetchall()
+        return await self._run(sql, params, lambda cur: cur.fetchall())
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        with _translated():
-            cur = await self.conn.execute(_pg(sql), params)
+        async def rowcount(cur: psycopg.AsyncCursor[Any]) -> int:
             return cur.rowcount
+
+        return await self._run(sql, params, rowcount)
 
 
 class PostgresDatabase:
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any], bound: float | None = None) -> None:
         self.pool = pool
+        self.bound = pool.timeout + _SLACK if bound is None else bound
+        self._returning: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[_PgConnection]:
         with _translated():
-            async with self.pool.connection() as conn:
-                yield _PgConnection(conn)
+            conn = await self.pool.getconn()  # waits at most the pool's timeout
+        pg = _PgConnection(conn, self.bound)
+        try:
+            yield pg
+        finally:
+            if pg.stray is None:
+                await self.pool.putconn(conn)
+            else:
+                pg.stray.add_done_callback(lambda stray: self._return_later(stray, conn))
+
+    def _return_later(self, stray: asyncio.Task[Any], conn: psycopg.AsyncConnection[Any]) -> None:
+        if not stray.cancelled():
+            stray.exception()  # already answered as StoreUnavailable
+        task = asyncio.ensure_future(self.pool.putconn(conn))  # the pool drops a broken one
+        self._returning.add(task)
+        task.add_done_callback(self._returned)
+
+    def _returned(self, task: asyncio.Task[None]) -> None:
+        self._returning.discard(task)
+        if not task.cancelled():
+            task.exception()
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         async with self._connection() as conn:
@@ -98,9 +150,17 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PgConnection]:
-        with _translated():
-            async with self.pool.connection() as conn, conn.transaction():
-                yield _PgConnection(conn)
+        # BEGIN and COMMIT as bounded statements too (the connections are in autocommit mode).
+        async with self._connection() as conn:
+            await conn.execute("BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                if conn.stray is None:
+                    with suppress(StoreUnavailable):  # else the pool rolls back on return
+                        await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
@@ -180,6 +240,9 @@ class PostgresStores(Stores):
                     await migrate(conn)
                 elif await schema_version(conn) > latest_version():
                     raise SchemaTooNew()
+
+    async def ping(self) -> None:
+        await PostgresDatabase(self.pool).fetchone("SELECT 1")
 
     async def close(self) -> None:
         await self.pool.close()

@@ -7,6 +7,8 @@ Layout (every key has a TTL; nothing scans the keyspace or listens to keyspace e
   session hashes, so they can be listed and ended without a scan. Members may outlive their
   session (they are dropped when found dead); each set expires with its newest session.
 - ``cs:o:<namespace>:<key>``: a single-use marker, ``SET NX PXAT``.
+- ``cs:v:<namespace>:<key>``: a short-lived value (LTI 1.3 login state, hand-off code), ``SET PXAT``.
+- ``cs:rl:<key>``: a rate-limit counter (``RedisCounter``), expiring with its window.
 
 Each operation touches one key atomically (a Lua script or a single command), so the layout works
 on a cluster without hash tags; the index set is updated beside it, not atomically with it.
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
@@ -27,8 +30,9 @@ from redis.asyncio.cluster import RedisCluster
 from ..domain.models import SessionRecord
 from ..errors import CreateError, StoreUnavailable
 from .base import OnceStore, RecordStore, SessionStore, Stores
+from .counters import Count, HitCounter
 
-__all__ = ["RedisOnce", "RedisSessions", "RedisStores"]
+__all__ = ["RedisCounter", "RedisOnce", "RedisSessions", "RedisStores"]
 
 Client = aioredis.Redis | RedisCluster
 
@@ -114,11 +118,15 @@ class RedisSessions(SessionStore):
             )
             if not created:
                 raise CreateError("A session with this id already exists.")
+            # One round trip for both index sets (a cluster pipeline splits it by node): each
+            # command costs the client more CPU than Redis spends on it (docs/performance.md).
+            pipe = self.client.pipeline(transaction=False)
             for index in (f"cs:i:{session.institution_id}", f"cs:u:{session.user_id}"):
-                await self.client.sadd(index, session.id_hash.hex())
+                pipe.sadd(index, session.id_hash.hex())
                 # NX sets the first TTL, GT only ever pushes it later.
-                await self.client.pexpireat(index, _ms(session.expires_at), nx=True)
-                await self.client.pexpireat(index, _ms(session.expires_at), gt=True)
+                pipe.pexpireat(index, _ms(session.expires_at), nx=True)
+                pipe.pexpireat(index, _ms(session.expires_at), gt=True)
+            await pipe.execute()
 
     async def get(self, id_hash: bytes) -> SessionRecord | None:
         with _translated():
@@ -130,7 +138,7 @@ class RedisSessions(SessionStore):
             id_hash=id_hash,
             user_id=user,
             institution_id=int(institution),
-            contents=json.loads(contents),
+            contents=orjson.loads(contents),
             created_at=float(created),
             last_seen_at=float(seen),
             expires_at=float(expires),
@@ -200,6 +208,16 @@ class RedisOnce(OnceStore):
                 )
             )
 
+    async def put(self, namespace: str, key: str, value: str, expires_at: float) -> None:
+        with _translated():
+            await self.client.set(f"cs:v:{namespace}:{key}", value.encode(), pxat=_ms(expires_at))
+
+    async def get(self, namespace: str, key: str, now: float) -> str | None:
+        """Redis drops the key at its expiry; ``now`` is not needed."""
+        with _translated():
+            value = await self.client.get(f"cs:v:{namespace}:{key}")
+        return None if value is None else _text(value)
+
     async def release(self, namespace: str, key: str) -> None:
         with _translated():
             await self.client.delete(f"cs:o:{namespace}:{key}")
@@ -209,13 +227,53 @@ class RedisOnce(OnceStore):
         return 0
 
 
+# One key per counter, so it works on a cluster. The window starts with the first hit; a key
+# found without a TTL (a crash between INCR and PEXPIRE cannot happen in a script, but an
+# operator's SET can) gets one. A negative amount never creates a counter.
+_HIT = """
+local amount = tonumber(ARGV[2])
+if amount < 0 and redis.call('EXISTS', KEYS[1]) == 0 then return {0, tonumber(ARGV[1])} end
+local hits = redis.call('INCRBY', KEYS[1], amount)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {hits, ttl}
+"""
+
+
+class RedisCounter(HitCounter):
+    """Rate-limit counters shared by every process using this Redis."""
+
+    def __init__(self, url: str, timeout: float = 2.0) -> None:
+        self.client = connect(url, timeout)
+        self._hit = self.client.register_script(_HIT)
+
+    async def hit(self, key: str, window: float, amount: int = 1) -> Count:
+        with _translated():
+            hits, ttl_ms = await self._hit(keys=["cs:rl:" + key], args=[_ms(window), amount])
+        return Count(int(hits), max(1, math.ceil(int(ttl_ms) / 1000)))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+POOL_SIZE = 100  # Redis connections per process (per node of a cluster: redis-py's own default)
+
+
 def connect(url: str, timeout: float) -> Client:
     """``redis://`` for a standalone server, ``redis+cluster://`` for a Redis Cluster (any one
     node; the client discovers the rest)."""
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if url.startswith("redis+cluster://"):
         return RedisCluster.from_url("redis://" + url[len("redis+cluster://") :], **options)
-    return aioredis.Redis.from_url(url, **options)
+    # redis-py's default pool refuses the 101st concurrent command ("Too many connections", a 503
+    # under load); this one makes it wait for a free connection, up to the store timeout.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=POOL_SIZE, timeout=timeout, **options
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 class RedisStores(Stores):
@@ -227,6 +285,10 @@ class RedisStores(Stores):
         super().__init__(RecordStore(), RedisSessions(self.client, idle_timeout), RedisOnce(self.client))
 
     async def open(self) -> None:
+        with _translated():
+            await self.client.ping()
+
+    async def ping(self) -> None:
         with _translated():
             await self.client.ping()
 

@@ -13,8 +13,26 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from ..domain.models import AccountSettings, Identity, Institution, Profile, SessionRecord, User
-from ..errors import CreateError, DuplicateInstitution, InstitutionNotFound, UserNotFound
+import orjson
+
+from ..domain.audit import AuditEvent
+from ..domain.models import (
+    AccountSettings,
+    Identity,
+    Institution,
+    Lti13Registration,
+    Profile,
+    SessionRecord,
+    User,
+)
+from ..errors import (
+    CreateError,
+    DuplicateInstitution,
+    DuplicateRegistration,
+    InstitutionNotFound,
+    RegistrationNotFound,
+    UserNotFound,
+)
 from .base import OnceStore, RecordStore, SessionStore
 
 __all__ = ["Database", "SqlOnce", "SqlRecords", "SqlSessions", "UniqueViolation"]
@@ -56,6 +74,33 @@ USER_COLUMNS = (
 SESSION_COLUMNS = (
     "id_hash, user_id, institution_id, contents, created_at, last_seen_at, expires_at, user_agent"
 )
+AUDIT_COLUMNS = "at, event, reason, user_id, institution_id, session_hash, request_id, detail"
+
+
+LTI13_COLUMNS = (
+    "r.id, r.institution_id, i.consumer_key, r.issuer, r.client_id, r.deployment_ids, r.jwks_url,"
+    " r.auth_url, r.created_at"
+)
+LTI13_FROM = "lti13_registrations r JOIN institutions i ON i.id = r.institution_id"
+
+
+def _json_list(value: Any) -> list[Any]:
+    loaded = json.loads(value) if isinstance(value, str | bytes) else value
+    return list(loaded or [])
+
+
+def lti13_from_row(row: Row) -> Lti13Registration:
+    return Lti13Registration(
+        id=int(row[0]),
+        institution_id=int(row[1]),
+        consumer_key=row[2],
+        issuer=row[3],
+        client_id=row[4],
+        deployment_ids=tuple(str(d) for d in _json_list(row[5])),
+        jwks_url=row[6],
+        auth_url=row[7],
+        created_at=float(row[8]),
+    )
 
 
 def institution_from_row(row: Row) -> Institution:
@@ -86,11 +131,24 @@ def session_from_row(row: Row) -> SessionRecord:
         id_hash=bytes(row[0]),
         user_id=row[1],
         institution_id=int(row[2]),
-        contents=json.loads(row[3]),
+        contents=orjson.loads(row[3]),  # the read path's hottest parse (docs/performance.md)
         created_at=float(row[4]),
         last_seen_at=float(row[5]),
         expires_at=float(row[6]),
         user_agent=row[7],
+    )
+
+
+def audit_event_from_row(row: Row) -> AuditEvent:
+    return AuditEvent(
+        at=float(row[0]),
+        event=row[1],
+        reason=row[2],
+        user_id=row[3],
+        institution_id=None if row[4] is None else int(row[4]),
+        session_hash=row[5],
+        request_id=row[6],
+        detail=_json(row[7]),
     )
 
 
@@ -218,6 +276,136 @@ class SqlRecords(_SqlStore, RecordStore):
             raise UserNotFound(f"No user has id {user_id!r}.")
         return user_from_row(row)
 
+    async def add_audit_event(self, event: AuditEvent) -> None:
+        await self.db.execute(
+            f"INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.at,
+                event.event,
+                event.reason,
+                event.user_id,
+                event.institution_id,
+                event.session_hash,
+                event.request_id,
+                json.dumps(event.detail),
+            ),
+        )
+
+    async def list_audit_events(
+        self,
+        *,
+        user_id: str | None = None,
+        institution_id: int | None = None,
+        event: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        given = {
+            clause: value
+            for clause, value in (
+                ("user_id = ?", user_id),
+                ("institution_id = ?", institution_id),
+                ("event = ?", event),
+                ("at >= ?", since),
+            )
+            if value is not None
+        }
+        where = " WHERE " + " AND ".join(given) if given else ""
+        rows = await self.db.fetchall(
+            f"SELECT {AUDIT_COLUMNS} FROM audit_events{where} ORDER BY at DESC, id DESC LIMIT ?",
+            (*given.values(), limit),
+        )
+        return [audit_event_from_row(r) for r in rows]
+
+    async def purge_audit_events(self, before: float, limit: int = 1_000) -> int:
+        return await self.db.execute(
+            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < ? LIMIT ?)",
+            (before, limit),
+        )
+
+    # -- LTI 1.3 registrations --------------------------------------------------------------
+
+    async def add_lti13_registration(
+        self,
+        consumer_key: str,
+        *,
+        issuer: str,
+        client_id: str,
+        deployment_ids: tuple[str, ...],
+        jwks_url: str,
+        auth_url: str,
+        now: float,
+    ) -> Lti13Registration:
+        try:
+            async with self.db.transaction() as tx:
+                owner = await tx.fetchone(
+                    "SELECT id FROM institutions WHERE consumer_key = ?", (consumer_key,)
+                )
+                if owner is None:
+                    raise InstitutionNotFound(f"No institution has consumer key {consumer_key!r}.")
+                existing = await tx.fetchone(
+                    "SELECT institution_id, deployment_ids FROM lti13_registrations"
+                    " WHERE issuer = ? AND client_id = ?",
+                    (issuer, client_id),
+                )
+                if existing is None:
+                    await tx.execute(
+                        "INSERT INTO lti13_registrations (institution_id, issuer, client_id,"
+                        " deployment_ids, jwks_url, auth_url, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            owner[0],
+                            issuer,
+                            client_id,
+                            json.dumps(list(dict.fromkeys(deployment_ids))),
+                            jwks_url,
+                            auth_url,
+                            now,
+                        ),
+                    )
+                elif int(existing[0]) != int(owner[0]):
+                    raise DuplicateRegistration(
+                        f"Issuer {issuer!r} with client_id {client_id!r} is registered to another"
+                        " institution."
+                    )
+                else:
+                    merged = list(dict.fromkeys([*map(str, _json_list(existing[1])), *deployment_ids]))
+                    await tx.execute(
+                        "UPDATE lti13_registrations SET deployment_ids = ?, jwks_url = ?, auth_url = ?"
+                        " WHERE issuer = ? AND client_id = ?",
+                        (json.dumps(merged), jwks_url, auth_url, issuer, client_id),
+                    )
+        except UniqueViolation as exc:  # a concurrent add won the race
+            raise DuplicateRegistration(
+                f"Issuer {issuer!r} with client_id {client_id!r} is already registered."
+            ) from exc
+        found = await self.get_lti13_registration(issuer, client_id)
+        assert found is not None
+        return found
+
+    async def get_lti13_registration(self, issuer: str, client_id: str) -> Lti13Registration | None:
+        row = await self.db.fetchone(
+            f"SELECT {LTI13_COLUMNS} FROM {LTI13_FROM} WHERE r.issuer = ? AND r.client_id = ?",
+            (issuer, client_id),
+        )
+        return None if row is None else lti13_from_row(row)
+
+    async def list_lti13_registrations(self, issuer: str | None = None) -> list[Lti13Registration]:
+        where, params = ("WHERE r.issuer = ? ", (issuer,)) if issuer is not None else ("", ())
+        rows = await self.db.fetchall(
+            f"SELECT {LTI13_COLUMNS} FROM {LTI13_FROM} {where}ORDER BY r.issuer, r.client_id", params
+        )
+        return [lti13_from_row(r) for r in rows]
+
+    async def remove_lti13_registration(self, issuer: str, client_id: str) -> Lti13Registration:
+        found = await self.get_lti13_registration(issuer, client_id)
+        if found is None or not await self.db.execute(
+            "DELETE FROM lti13_registrations WHERE id = ?", (found.id,)
+        ):
+            raise RegistrationNotFound(
+                f"No LTI 1.3 registration has issuer {issuer!r} and client_id {client_id!r}."
+            )
+        return found
+
 
 class SqlSessions(_SqlStore, SessionStore):
     async def create(self, session: SessionRecord) -> None:
@@ -296,6 +484,21 @@ class SqlOnce(_SqlStore, OnceStore):
             (namespace, key, expires_at, now),
         )
         return bool(changed)
+
+    async def put(self, namespace: str, key: str, value: str, expires_at: float) -> None:
+        await self.db.execute(
+            "INSERT INTO once_claims (namespace, key, expires_at, value) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (namespace, key) DO UPDATE SET expires_at = excluded.expires_at,"
+            " value = excluded.value",
+            (namespace, key, expires_at, value),
+        )
+
+    async def get(self, namespace: str, key: str, now: float) -> str | None:
+        row = await self.db.fetchone(
+            "SELECT value FROM once_claims WHERE namespace = ? AND key = ? AND expires_at > ?",
+            (namespace, key, now),
+        )
+        return None if row is None or row[0] is None else str(row[0])
 
     async def release(self, namespace: str, key: str) -> None:
         await self.db.execute("DELETE FROM once_claims WHERE namespace = ? AND key = ?", (namespace, key))

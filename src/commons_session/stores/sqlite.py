@@ -57,6 +57,11 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Several processes may start at once on a new file: whoever waited for the write
+            # lock finds the version already applied and skips it.
+            if schema_version(conn) >= version:
+                conn.execute("COMMIT")
+                continue
             for statement in sql.split(";\n"):
                 if statement.strip():
                     conn.execute(statement)
@@ -141,6 +146,10 @@ class SqliteStores(Stores):
         self.conn = conn
         db = SqliteDatabase(conn)
         super().__init__(SqlRecords(db), SqlSessions(db), SqlOnce(db))
+
+    async def ping(self) -> None:
+        with _translated():
+            self.conn.execute("SELECT 1 FROM institutions LIMIT 1").fetchall()
 
     async def close(self) -> None:
         self.conn.close()

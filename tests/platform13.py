@@ -1,0 +1,264 @@
+"""An LTI 1.3 platform for tests, signing like Canvas: an RSA key (cryptography), its public half
+published as a JWKS by a small HTTP server on a free loopback port (a thread of the test
+process), and ``id_token``s signed by PyJWT with RS256 and the key's ``kid``. Not our verifying
+code: the service must fetch the JWKS over HTTP and verify what this signs.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from .canvas import GUID, CanvasUser
+from .conftest import Server
+
+CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
+
+
+class JwksServer:
+    """Serves each published JWKS at its own path and counts the fetches of each."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, bytes] = {}
+        self.fetches: dict[str, int] = {}
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = owner.documents.get(self.path)
+                owner.fetches[self.path] = owner.fetches.get(self.path, 0) + 1
+                self.send_response(200 if body is not None else 404)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(body or b'{"error": "not found"}')
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def publish(self, path: str, document: dict[str, Any]) -> None:
+        self.documents[path] = json.dumps(document).encode()
+
+
+@contextmanager
+def jwks_server() -> Iterator[JwksServer]:
+    server = JwksServer()
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+
+
+def _key() -> tuple[rsa.RSAPrivateKey, str]:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048), secrets.token_hex(8)
+
+
+@dataclass
+class Platform:
+    """One registered platform (issuer + client id) with its own JWKS path."""
+
+    jwks: JwksServer
+    consumer_key: str
+    secret: str
+    issuer: str = field(default_factory=lambda: f"https://canvas-{secrets.token_hex(4)}.example.edu")
+    client_id: str = field(default_factory=lambda: "1000000000" + secrets.token_hex(3))
+    deployment_id: str = field(default_factory=lambda: f"1:{secrets.token_hex(20)}")
+    auth_url: str = "https://sso.example.edu/api/lti/authorize_redirect"
+    path: str = field(default_factory=lambda: f"/{secrets.token_hex(6)}/jwks")
+
+    def __post_init__(self) -> None:
+        self.private_key, self.kid = _key()
+        self.publish()
+
+    @property
+    def jwks_url(self) -> str:
+        return self.jwks.url + self.path
+
+    @property
+    def fetches(self) -> int:
+        return self.jwks.fetches.get(self.path, 0)
+
+    def publish(self) -> None:
+        public = RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        self.jwks.publish(self.path, {"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]})
+
+    def rotate(self) -> None:
+        """A new signing key under a new kid; the old one is no longer published."""
+        self.private_key, self.kid = _key()
+        self.publish()
+
+    def claims(self, user: CanvasUser, nonce: str, **overrides: Any) -> dict[str, Any]:
+        """What Canvas puts in a course navigation launch's id_token. An override of ``None``
+        removes the claim."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.client_id,
+            "azp": self.client_id,
+            "sub": f"sub-{user.lti_user_id[:12]}",
+            "exp": now + 3600,
+            "iat": now,
+            "nonce": nonce,
+            "name": user.name,
+            "given_name": user.given,
+            "family_name": "Lovelace",
+            "email": "ada@example.edu",
+            "picture": user.image,
+            "locale": "en",
+            CLAIM + "deployment_id": self.deployment_id,
+            CLAIM + "message_type": "LtiResourceLinkRequest",
+            CLAIM + "version": "1.3.0",
+            CLAIM + "target_link_uri": "https://tool.example.edu/api/lti/launch",
+            CLAIM + "resource_link": {"id": "6e06f2bb1d2ba6e6cf7e7e1d3bd7e8f6d5a8d1e9", "title": "Commons"},
+            CLAIM + "roles": [
+                "http://purl.imsglobal.org/vocab/lis/v2/institution/person#Instructor",
+                "http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor",
+                "http://purl.imsglobal.org/vocab/lis/v2/system/person#User",
+            ],
+            CLAIM + "context": {
+                "id": "4dde05e8ca1973bcca9bffc13e1548820eee93a3",
+                "label": "BIO101",
+                "title": "Biology 101",
+            },
+            CLAIM + "tool_platform": {
+                "guid": GUID,
+                "name": "Example University",
+                "product_family_code": "canvas",
+                "version": "cloud",
+            },
+            CLAIM + "launch_presentation": {"document_target": "iframe", "locale": "en"},
+            CLAIM + "custom": {
+                "canvas_user_id": user.canvas_user_id,
+                "canvas_api_domain": "canvas.example.edu",
+                "canvas_course_id": "7",
+            },
+            CLAIM + "lti11_legacy_user_id": user.lti_user_id,
+        }
+        for name, value in overrides.items():
+            if value is None:
+                claims.pop(name, None)
+            else:
+                claims[name] = value
+        return claims
+
+    def id_token(
+        self,
+        user: CanvasUser,
+        nonce: str,
+        *,
+        key: rsa.RSAPrivateKey | None = None,
+        kid: str | None = None,
+        extra: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> str:
+        """``extra`` overrides claims whose names are URIs (``CLAIM + "version"``)."""
+        return jwt.encode(
+            self.claims(user, nonce, **(extra or {}), **overrides),
+            key or self.private_key,
+            algorithm="RS256",
+            headers={"kid": kid or self.kid},
+        )
+
+
+def register(server: Server, jwks: JwksServer, **kwargs: Any) -> Platform:
+    """A new institution (1.1 key and secret) with an LTI 1.3 registration attached."""
+    canvas = server.add_institution()
+    platform = Platform(jwks, canvas.consumer_key, canvas.secret, **kwargs)
+    server.run(
+        server.stores.records.add_lti13_registration(
+            canvas.consumer_key,
+            issuer=platform.issuer,
+            client_id=platform.client_id,
+            deployment_ids=(platform.deployment_id,),
+            jwks_url=platform.jwks_url,
+            auth_url=platform.auth_url,
+            now=time.time(),
+        )
+    )
+    return platform
+
+
+def set_cookie(response: httpx.Response, name: str) -> str | None:
+    """A cookie's value from Set-Cookie (Secure cookies are never sent back over plain HTTP by
+    a client, so tests carry them by hand)."""
+    for header in response.headers.get_list("set-cookie"):
+        key, _, rest = header.partition("=")
+        if key == name:
+            return rest.split(";", 1)[0]
+    return None
+
+
+def cookie_attributes(response: httpx.Response, name: str) -> dict[str, str]:
+    for header in response.headers.get_list("set-cookie"):
+        first, *attributes = (part.strip() for part in header.split(";"))
+        if first.partition("=")[0] == name:
+            return {a.partition("=")[0].lower(): a.partition("=")[2] for a in attributes}
+    raise AssertionError(f"no {name} cookie in {response.headers}")
+
+
+@dataclass
+class Login:
+    """What a login initiation gave this browser."""
+
+    response: httpx.Response
+    state: str
+    nonce: str
+    binding: str
+    query: dict[str, str]
+
+
+def login(server: Server, platform: Platform, *, method: str = "GET", **params: str) -> Login:
+    fields = {
+        "iss": platform.issuer,
+        "login_hint": "535fa085f22b4655f48cd5a36a9215f64c062838",
+        "target_link_uri": server.url + "/api/lti/launch",
+        "client_id": platform.client_id,
+        "lti_message_hint": "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.hint.sig",
+        "lti_deployment_id": platform.deployment_id,
+        "canvas_region": "not_configured",
+        **params,
+    }
+    if method == "GET":
+        response = httpx.get(server.url + "/api/lti/login", params=fields)
+    else:
+        response = httpx.post(server.url + "/api/lti/login", data=fields)
+    assert response.status_code == 302, response.text
+    query = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["location"]).query).items()}
+    binding = set_cookie(response, "lti1p3_state")
+    assert binding
+    return Login(response, query["state"], query["nonce"], binding, query)
+
+
+def post_launch(
+    server: Server,
+    id_token: str,
+    state: str,
+    binding: str | None,
+    *,
+    accept: str = "application/json",
+    **extra: str,
+) -> httpx.Response:
+    headers = {"accept": accept}
+    if binding is not None:
+        headers["cookie"] = f"lti1p3_state={binding}"
+    return httpx.post(
+        server.url + "/api/lti/launch", data={"id_token": id_token, "state": state, **extra}, headers=headers
+    )

@@ -1,0 +1,240 @@
+"""Nothing lost: under a steady mix of creates, reads and logouts, ``kill -9`` the server (the
+granian main process and its worker, the whole process group), start it again on the same
+database, and every create that got its 201 still reads 200 while every logout that got its
+204 stays 401.
+
+Run on SQLite, on PostgreSQL, and on PostgreSQL with sessions in Redis. Redis here keeps no
+snapshot or log, so it would lose everything on its own restart: only our server is killed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .backends import postgres_database, redis_server
+from .canvas import CanvasUser, FakeCanvas
+from .conftest import Server, free_port, onboard
+
+# -- a server in its own process group -------------------------------------------------------
+
+
+def start_detached(tmp: Path, **settings: Any) -> Server:
+    """``commons-session serve`` as conftest.start_server starts it, but as the leader of a new
+    process group, so that a signal can reach the granian main process and its workers at once
+    (``kill_group``). The database defaults to ``tmp/commons-session.db``, kept across restarts."""
+    port = free_port()
+    db_path = tmp / "commons-session.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMMONS_SESSION_")}
+    env["COMMONS_SESSION_DATABASE_URL"] = f"sqlite:///{db_path}"
+    # As in conftest.start_server: rate limits off unless the test sets them.
+    settings = {"rate_limit_address_failures": 0, "rate_limit_institution_requests": 0, **settings}
+    for name, value in settings.items():
+        env[f"COMMONS_SESSION_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    log_path = tmp / f"server-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "commons_session", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", db_path, log_path, env, process)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            kill_group(server)
+            raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+
+
+def kill_group(server: Server, sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to the server's whole process group (main process and workers)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.process.pid, sig)
+
+
+def group_alive(server: Server) -> bool:
+    try:
+        os.killpg(server.process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_group_gone(server: Server, timeout: float = 10) -> None:
+    server.process.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while group_alive(server):  # the workers are not our children: poll until they are gone
+        assert time.monotonic() < deadline, "the server's workers outlived it"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def detached(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start servers with ``start_detached``; every group still running at the end is killed."""
+    started: list[Server] = []
+
+    def start(**settings: Any) -> Server:
+        srv = start_detached(tmp_path, **settings)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        kill_group(srv)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            srv.process.wait(10)
+
+
+def register(server: Server) -> FakeCanvas:
+    """An institution registered through the CLI, which works for every database."""
+    key, secret = "key-" + secrets.token_hex(6), secrets.token_urlsafe(12)
+    done = server.cli(
+        "institutions", "add", "--consumer-key", key, "--secret", "-", "--name", "U", stdin=secret
+    )
+    assert done.returncode == 0, done.stderr
+    return FakeCanvas(key, secret)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "postgres+redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The settings that point a server at the backend: nothing for SQLite (a file in tmp)."""
+    with contextlib.ExitStack() as stack:
+        settings: dict[str, str] = {}
+        if request.param.startswith("postgres"):
+            settings["database_url"] = stack.enter_context(postgres_database())
+        if request.param.endswith("redis"):
+            settings["redis_url"] = stack.enter_context(redis_server()).url
+        yield settings
+
+
+# -- traffic ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Ledger:
+    """What the server acknowledged: only answers that reached the client count."""
+
+    live: set[str] = field(default_factory=set)  # 201 and no logout sent
+    ended: set[str] = field(default_factory=set)  # logout answered 204
+    unknown: set[str] = field(default_factory=set)  # logout sent, no answer (the kill)
+    unexpected: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def client_loop(
+    server: Server, canvas: FakeCanvas, user: CanvasUser, ledger: Ledger, stop: threading.Event, seed: int
+) -> None:
+    """Creates, reads and logouts of one person's sessions until the server stops answering."""
+    rng = random.Random(seed)
+    mine: list[str] = []
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        while not stop.is_set():
+            op = rng.choice(["create", "create", "read", "logout"]) if mine else "create"
+            try:
+                if op == "create":
+                    token = canvas.jwt_token(user, custom_request=secrets.token_hex(8))
+                    response = client.post("/api/sessions", json={"jwt_token": token})
+                    if response.status_code == 201:
+                        session_id = response.json()["sessionId"]
+                        mine.append(session_id)
+                        with ledger.lock:
+                            ledger.live.add(session_id)
+                        continue
+                elif op == "read":
+                    session_id = rng.choice(mine)
+                    response = client.get(f"/api/sessions/{session_id}", headers={"x-session-id": session_id})
+                    if response.status_code == 200:
+                        continue
+                else:
+                    session_id = mine.pop(rng.randrange(len(mine)))
+                    with ledger.lock:
+                        ledger.live.discard(session_id)
+                        ledger.unknown.add(session_id)
+                    response = client.get("/api/sessions/logout", headers={"x-session-id": session_id})
+                    if response.status_code == 204:
+                        with ledger.lock:
+                            ledger.unknown.discard(session_id)
+                            ledger.ended.add(session_id)
+                        continue
+            except httpx.TransportError:
+                return  # killed under us: whatever was in flight is unknown
+            with ledger.lock:
+                ledger.unexpected.append(f"{op}: {response.status_code} {response.text[:200]}")
+
+
+def test_every_acknowledged_create_and_logout_survives_kill_9(
+    detached: Callable[..., Server], backend: dict[str, str]
+) -> None:
+    server = detached(**backend)
+    canvas = register(server)
+    people = [CanvasUser() for _ in range(3)]
+    for person in people:
+        onboard(server, canvas, person)
+
+    ledger, stop = Ledger(), threading.Event()
+    threads = [
+        threading.Thread(target=client_loop, args=(server, canvas, person, ledger, stop, i), daemon=True)
+        for i, person in enumerate(people)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # a steady mix, then the crash in the middle of it
+        with ledger.lock:
+            if len(ledger.live) >= 30 and len(ledger.ended) >= 8:
+                break
+        time.sleep(0.02)
+    kill_group(server)
+    wait_group_gone(server)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+
+    assert not ledger.unexpected, ledger.unexpected
+    assert len(ledger.live) >= 30 and len(ledger.ended) >= 8, (len(ledger.live), len(ledger.ended))
+
+    restarted = detached(**backend)
+    with httpx.Client(base_url=restarted.url, timeout=10) as client:
+        lost = [
+            s
+            for s in ledger.live
+            if client.get(f"/api/sessions/{s}", headers={"x-session-id": s}).status_code != 200
+        ]
+        resurrected = [
+            s
+            for s in ledger.ended
+            if client.get(f"/api/sessions/{s}", headers={"cookie": f"session={s}"}).status_code != 401
+        ]
+        assert not lost, f"{len(lost)} of {len(ledger.live)} acknowledged sessions were lost"
+        assert not resurrected, f"{len(resurrected)} of {len(ledger.ended)} ended sessions came back"
+        # In-flight logouts may have landed or not, but never half: 200 or 401, nothing else.
+        for s in ledger.unknown:
+            assert client.get(f"/api/sessions/{s}", headers={"x-session-id": s}).status_code in (200, 401)
+    # The database still takes writes: a fresh session on the restarted server.
+    fresh = httpx.post(
+        restarted.url + "/api/sessions", json={"jwt_token": canvas.jwt_token(people[0], iat=time.time() - 1)}
+    )
+    assert fresh.status_code == 201, fresh.text

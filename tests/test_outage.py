@@ -1,0 +1,293 @@
+"""Store outages: requests that need an unreachable store fail closed with 503 `store_unavailable`
+(problem+json, Retry-After) within about ``store_timeout`` -- never a 200 from stale data, never a
+401 that would make a client throw away a good session -- and the service recovers by itself when
+the store returns, without a restart.
+
+Each test stops or freezes a backend of its own (a Redis server or a whole PostgreSQL server), so
+nothing here touches the shared fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .backends import PostgresServer, RedisServer, postgres_server, redis_server
+from .canvas import CanvasUser, FakeCanvas
+from .conftest import Server, create_session, launch, onboard, start_server
+
+STORE_TIMEOUT = 1  # seconds, COMMONS_SESSION_STORE_TIMEOUT of every server here
+BOUND = 3.0  # store_timeout plus generous slack: the longest a refused request may take
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def register(server: Server) -> FakeCanvas:
+    """An institution registered through the CLI, which reaches whatever store the server uses."""
+    key, secret = "key-" + secrets.token_hex(6), secrets.token_urlsafe(12)
+    done = server.cli(
+        "institutions", "add", "--consumer-key", key, "--secret", "-", "--name", "U", stdin=secret
+    )
+    assert done.returncode == 0, done.stderr
+    return FakeCanvas(key, secret)
+
+
+def new_session(server: Server, canvas: FakeCanvas, user: CanvasUser) -> str:
+    """A session from a Canvas JWT that no earlier call can have minted: a distinct launch
+    parameter makes the token unique even when two calls land on the same ``iat``."""
+    return create_session(server, canvas, user, resource_link_id=secrets.token_hex(8))
+
+
+def timed(method: str, url: str, **kwargs: object) -> tuple[httpx.Response, float]:
+    start = time.monotonic()
+    response = httpx.request(method, url, timeout=15, **kwargs)  # type: ignore[arg-type]
+    return response, time.monotonic() - start
+
+
+def assert_unavailable(response: httpx.Response, elapsed: float, what: str) -> None:
+    assert response.status_code == 503, f"{what}: {response.status_code} {response.text}"
+    assert response.headers["content-type"].startswith("application/problem+json"), what
+    assert response.json()["code"] == "store_unavailable", what
+    assert int(response.headers["retry-after"]) >= 1, what
+    assert elapsed < BOUND, f"{what} took {elapsed:.2f} s"
+    # A 503 must never tell the browser to forget its session.
+    assert not any(h.startswith("session=") for h in response.headers.get_list("set-cookie")), what
+
+
+def requests_needing_the_store(
+    server: Server, canvas: FakeCanvas, user: CanvasUser, session_id: str
+) -> dict[str, Callable[[], tuple[httpx.Response, float]]]:
+    """One request per route family, each of which must reach the store to answer."""
+    by_header = {"x-session-id": session_id}
+    by_cookie = {"cookie": f"session={session_id}"}
+
+    def signed_launch() -> tuple[httpx.Response, float]:
+        body, headers = canvas.signed_launch(server.url + "/api/lti", user)
+        return timed("POST", server.url + "/api/lti", content=body, headers=headers)
+
+    return {
+        "read": lambda: timed("GET", f"{server.url}/api/sessions/{session_id}", headers=by_header),
+        "list": lambda: timed("GET", server.url + "/api/sessions", headers=by_header),
+        "terms": lambda: timed("GET", server.url + "/api/terms", headers=by_header),
+        "home page": lambda: timed("GET", server.url + "/", headers=by_cookie),
+        "logout": lambda: timed("GET", server.url + "/api/sessions/logout", headers=by_cookie),
+        "jwt": lambda: timed(
+            "POST", server.url + "/api/sessions", json={"jwt_token": canvas.jwt_token(user)}
+        ),
+        "launch": signed_launch,
+    }
+
+
+def assert_every_request_is_refused_in_time(
+    server: Server, canvas: FakeCanvas, user: CanvasUser, session_id: str
+) -> None:
+    """All at once, as a busy service would see them; each is timed on its own."""
+    sends = requests_needing_the_store(server, canvas, user, session_id)
+    with ThreadPoolExecutor(len(sends)) as pool:
+        answers = {what: pool.submit(send) for what, send in sends.items()}
+    for what, answer in answers.items():
+        assert_unavailable(*answer.result(), what)
+
+
+def read(server: Server, session_id: str) -> httpx.Response:
+    return httpx.get(
+        f"{server.url}/api/sessions/{session_id}", headers={"x-session-id": session_id}, timeout=15
+    )
+
+
+def read_until_answered(server: Server, session_id: str, within: float = 6.0) -> httpx.Response:
+    """Reads until the answer is not 503 (a pool reconnects in the background)."""
+    deadline = time.monotonic() + within
+    while True:
+        response = read(server, session_id)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+# -- Redis ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, Server]]:
+    """Records in SQLite, sessions and single-use markers in a Redis of this module's own."""
+    with redis_server() as redis:
+        server = start_server(
+            tmp_path_factory.mktemp("outage-redis"), redis_url=redis.url, store_timeout=STORE_TIMEOUT
+        )
+        try:
+            yield redis, server
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def frozen(pids: list[int]) -> Iterator[None]:
+    """SIGSTOP the processes: the sockets stay open but nothing answers, as when a host hangs.
+    The store's timeout is what must end the wait."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_requests_answer_503_quickly_while_redis_is_down_and_new_sessions_work_once_it_is_back(
+    redis_service: tuple[RedisServer, Server],
+) -> None:
+    redis, server = redis_service
+    canvas, user = server.add_institution(), CanvasUser()
+    onboard(server, canvas, user)
+    session_id = new_session(server, canvas, user)
+    assert read(server, session_id).status_code == 200
+
+    redis.stop()
+    try:
+        assert_every_request_is_refused_in_time(server, canvas, user, session_id)
+    finally:
+        redis.start()  # same port, but empty: this Redis keeps nothing across a restart
+
+    # The old session was lost with Redis' memory, so 401 is now the truth...
+    assert read(server, session_id).status_code == 401
+    # ... and the same service process, never restarted, serves again: a launch and a new session.
+    launched = launch(server, canvas, user)
+    assert launched.status_code == 303, launched.text
+    fresh = new_session(server, canvas, user)
+    response = read(server, fresh)
+    assert response.status_code == 200 and response.json()["sid"] == fresh
+
+
+def test_a_frozen_redis_answers_503_after_about_the_store_timeout_and_the_same_session_reads_again(
+    redis_service: tuple[RedisServer, Server],
+) -> None:
+    redis, server = redis_service
+    canvas, user = server.add_institution(), CanvasUser()
+    onboard(server, canvas, user)
+    session_id = new_session(server, canvas, user)
+    assert read(server, session_id).status_code == 200
+    assert redis.process is not None
+
+    with frozen([redis.process.pid]):
+        response, elapsed = timed(
+            "GET", f"{server.url}/api/sessions/{session_id}", headers={"x-session-id": session_id}
+        )
+        assert_unavailable(response, elapsed, "read from a frozen Redis")
+        # It waited for the timeout (the connection was open, nobody answered) and no longer.
+        assert elapsed >= STORE_TIMEOUT * 0.8
+        response, elapsed = timed(
+            "POST", server.url + "/api/sessions", json={"jwt_token": canvas.jwt_token(user)}
+        )
+        assert_unavailable(response, elapsed, "JWT exchange with a frozen Redis")
+
+    response = read_until_answered(server, session_id)
+    assert response.status_code == 200, response.text
+    assert response.json()["sid"] == session_id
+
+
+def test_the_service_starts_while_redis_is_down_answers_503_and_serves_once_redis_is_up(
+    tmp_path: Path,
+) -> None:
+    with redis_server() as redis:
+        redis.stop()
+        server = start_server(tmp_path, redis_url=redis.url, store_timeout=STORE_TIMEOUT)
+        try:
+            assert httpx.get(server.url + "/healthz").status_code == 200
+            canvas, user = server.add_institution(), CanvasUser()
+            body, headers = canvas.signed_launch(server.url + "/api/lti", user)
+            response, elapsed = timed("POST", server.url + "/api/lti", content=body, headers=headers)
+            assert_unavailable(response, elapsed, "launch before Redis is up")
+
+            redis.start()
+            # The refused launch claimed nothing (its nonce lives in Redis, which was down), so
+            # the very same signed form now goes through.
+            response, _ = timed("POST", server.url + "/api/lti", content=body, headers=headers)
+            assert response.status_code == 303, response.text
+            onboard(server, canvas, user)
+            session_id = new_session(server, canvas, user)
+            assert read(server, session_id).status_code == 200
+        finally:
+            server.stop()
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PostgresServer, Server]]:
+    """Everything (sessions included) in a PostgreSQL server of this module's own, no Redis."""
+    with postgres_server() as postgres:
+        server = start_server(
+            tmp_path_factory.mktemp("outage-pg"), database_url=postgres.url, store_timeout=STORE_TIMEOUT
+        )
+        try:
+            yield postgres, server
+        finally:
+            server.stop()
+
+
+def postgres_pids(postgres: PostgresServer) -> list[int]:
+    """The postmaster and every process it forked (backends, checkpointer, ...)."""
+    postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent == postmaster:
+                    children.append(int(entry.name))
+    return [postmaster, *children]
+
+
+def test_requests_answer_503_quickly_while_postgresql_is_down_and_the_same_session_reads_again(
+    postgres_service: tuple[PostgresServer, Server],
+) -> None:
+    postgres, server = postgres_service
+    canvas, user = register(server), CanvasUser()
+    onboard(server, canvas, user)
+    session_id = new_session(server, canvas, user)
+    assert read(server, session_id).status_code == 200
+
+    postgres.stop()
+    try:
+        assert_every_request_is_refused_in_time(server, canvas, user, session_id)
+    finally:
+        postgres.start()  # same data directory: the session is still stored
+
+    response = read_until_answered(server, session_id)
+    assert response.status_code == 200, response.text
+    assert response.json()["sid"] == session_id
+    # Writes work again too, in the same service process.
+    fresh = new_session(server, canvas, user)
+    assert read(server, fresh).status_code == 200
+
+
+def test_a_frozen_postgresql_answers_503_after_about_the_store_timeout_and_recovers(
+    postgres_service: tuple[PostgresServer, Server],
+) -> None:
+    postgres, server = postgres_service
+    canvas, user = register(server), CanvasUser()
+    onboard(server, canvas, user)
+    session_id = new_session(server, canvas, user)
+    assert read(server, session_id).status_code == 200
+
+    with frozen(postgres_pids(postgres)):
+        for what, send in requests_needing_the_store(server, canvas, user, session_id).items():
+            if what in ("read", "jwt", "launch"):
+                response, elapsed = send()
+                assert_unavailable(response, elapsed, f"{what} with a frozen PostgreSQL")
+
+    response = read_until_answered(server, session_id)
+    assert response.status_code == 200, response.text
+    assert response.json()["sid"] == session_id

@@ -1,0 +1,207 @@
+"""Rate limits: per client address on failures (refused creates and launches, failed session
+lookups), per institution on verified creates and launches; 429 problem with ``Retry-After``;
+``X-Forwarded-For`` believed only from trusted proxies; shared through Redis; open when the
+counters are unreachable.
+
+Most tests share one server with small limits that trusts 127.0.0.1 as a proxy, and each
+test comes from an address of its own (``X-Forwarded-For``), so their counters never meet."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from commons_session.config import Settings
+
+from .backends import redis_server
+from .canvas import CanvasUser, FakeCanvas
+from .conftest import Server, launch, session_cookie, start_server
+
+UNKNOWN_ID = "Q" * 42 + "A"  # well-formed, never issued
+LIMIT = 3  # failures per address
+INSTITUTION_LIMIT = 6  # verified creates and launches per institution
+WINDOW = 30
+
+MakeServer = Callable[..., Server]
+_addresses = (f"198.18.{n // 250}.{n % 250 + 1}" for n in itertools.count())  # RFC 2544 range
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp("limited"),
+        rate_limit_address_failures=LIMIT,
+        rate_limit_institution_requests=INSTITUTION_LIMIT,
+        rate_limit_window=WINDOW,
+        trusted_proxies="127.0.0.1",
+    )
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(limited: Server) -> Iterator[httpx.Client]:
+    """Requests to the limited server from an address no other test uses."""
+    with limited.client(headers={"x-forwarded-for": next(_addresses)}) as c:
+        yield c
+
+
+def _forged(client: httpx.Client, canvas: FakeCanvas) -> httpx.Response:
+    """A create with a token signed by the wrong secret."""
+    token = canvas.jwt_token(CanvasUser(), secret="not-the-secret")
+    return client.post("/api/sessions", json={"jwt_token": token})
+
+
+def _onboard(server: Server, client: httpx.Client, canvas: FakeCanvas, user: CanvasUser) -> str:
+    response = launch(server, canvas, user, client=client)
+    assert response.status_code == 303, response.text
+    session_id = session_cookie(response)
+    version = client.get("/api/terms", headers={"x-session-id": session_id}).json()["version"]
+    accepted = client.post("/api/terms/accept", json={"version": version, "sessionId": session_id})
+    assert accepted.status_code == 204
+    return session_id
+
+
+def _sessions(client: httpx.Client, canvas: FakeCanvas, user: CanvasUser, count: int) -> list[str]:
+    """``count`` sessions from as many distinct tokens (a distinct ``iat`` each)."""
+    start = int(time.time())
+    ids = []
+    for n in range(count):
+        response = client.post("/api/sessions", json={"jwt_token": canvas.jwt_token(user, iat=start - n)})
+        assert response.status_code == 201, response.text
+        ids.append(str(response.json()["sessionId"]))
+    return ids
+
+
+def _assert_rate_limited(response: httpx.Response) -> None:
+    assert response.status_code == 429, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "rate_limited"
+    assert 1 <= int(response.headers["retry-after"]) <= WINDOW
+
+
+def test_bad_tokens_get_429_with_retry_after_after_the_limit_and_not_before(
+    limited: Server, client: httpx.Client
+) -> None:
+    canvas, user = limited.add_institution(), CanvasUser()
+    # Successes never count: more of them than the limit, from the same address.
+    session_id = _onboard(limited, client, canvas, user)
+    _sessions(client, canvas, user, LIMIT + 1)
+    assert 1 + LIMIT + 1 <= INSTITUTION_LIMIT
+
+    assert [_forged(client, canvas).status_code for _ in range(LIMIT)] == [401] * LIMIT
+    _assert_rate_limited(_forged(client, canvas))
+    # Blocked for everything that can carry a credential, valid ones included ...
+    _assert_rate_limited(client.get(f"/api/sessions/{session_id}", headers={"x-session-id": session_id}))
+    _assert_rate_limited(launch(limited, canvas, user, client=client))
+    # ... but not for probes.
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+def test_failed_session_lookups_count_against_the_address(limited: Server, client: httpx.Client) -> None:
+    canvas, user = limited.add_institution(), CanvasUser()
+    _onboard(limited, client, canvas, user)
+    [live] = _sessions(client, canvas, user, 1)
+    # Reading a live session many times is not a failure; presenting no id is no lookup.
+    for _ in range(LIMIT + 2):
+        assert client.get(f"/api/sessions/{live}", headers={"x-session-id": live}).status_code == 200
+        assert client.get("/api/terms").status_code == 401
+
+    statuses = [
+        client.get(f"/api/sessions/{UNKNOWN_ID}", headers={"x-session-id": UNKNOWN_ID}).status_code,
+        client.get("/api/sessions/logout", params={"session-id": UNKNOWN_ID}).status_code,
+        client.get("/api/terms", headers={"x-session-id": "malformed"}).status_code,
+    ]
+    assert statuses == [401] * LIMIT
+    _assert_rate_limited(client.get(f"/api/sessions/{live}", headers={"x-session-id": live}))
+
+
+def test_addresses_behind_a_trusted_proxy_are_counted_separately(limited: Server) -> None:
+    canvas = limited.add_institution()
+    first, second = next(_addresses), next(_addresses)
+    with limited.client(headers={"x-forwarded-for": first}) as one:
+        assert [_forged(one, canvas).status_code for _ in range(LIMIT)] == [401] * LIMIT
+        _assert_rate_limited(_forged(one, canvas))
+    # The proxy appends the peer it saw; what a client put to the left of it is not believed.
+    with limited.client(headers={"x-forwarded-for": f"{first}, {second}"}) as two:
+        assert [_forged(two, canvas).status_code for _ in range(LIMIT)] == [401] * LIMIT
+        _assert_rate_limited(_forged(two, canvas))
+
+    # The access line names the address the limiter settled on (it is written after the answer).
+    deadline = time.monotonic() + 5
+    while not any(
+        f'"client": "{second}"' in line and '"status": 429' in line for line in limited.logs().splitlines()
+    ):
+        assert time.monotonic() < deadline, "no access line for the forwarded address"
+        time.sleep(0.05)
+
+
+def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(make_server: MakeServer) -> None:
+    srv = make_server(rate_limit_address_failures=2, trusted_proxies="10.0.0.0/8, 192.0.2.1")
+    canvas = srv.add_institution()
+    statuses = []
+    for n in range(3):
+        with srv.client(headers={"x-forwarded-for": f"203.0.113.{n}"}) as c:
+            statuses.append(_forged(c, canvas).status_code)
+    assert statuses == [401, 401, 429]  # all three came from 127.0.0.1, whatever the header said
+
+
+def test_institution_limit_counts_only_verified_requests(limited: Server) -> None:
+    canvas, other = limited.add_institution(), limited.add_institution()
+    # Forged requests naming the institution (each from another address) never use it up.
+    for _ in range(INSTITUTION_LIMIT + 1):
+        with limited.client(headers={"x-forwarded-for": next(_addresses)}) as c:
+            assert _forged(c, canvas).status_code == 401
+
+    with limited.client(headers={"x-forwarded-for": next(_addresses)}) as c:
+        user = CanvasUser()
+        _onboard(limited, c, canvas, user)  # the launch: 1
+        _sessions(c, canvas, user, INSTITUTION_LIMIT - 1)  # and the rest
+        token = canvas.jwt_token(user, iat=int(time.time()) - 200)
+        _assert_rate_limited(c.post("/api/sessions", json={"jwt_token": token}))
+        assert launch(limited, canvas, user, client=c).status_code == 429
+        # Another institution has its own allowance.
+        other_user = CanvasUser()
+        _onboard(limited, c, other, other_user)
+        _sessions(c, other, other_user, 1)
+
+
+def test_limits_are_shared_by_two_servers_on_one_redis(make_server: MakeServer) -> None:
+    with redis_server() as redis:
+        first = make_server(redis_url=redis.url, rate_limit_address_failures=4, rate_limit_window=WINDOW)
+        second = make_server(redis_url=redis.url, rate_limit_address_failures=4, rate_limit_window=WINDOW)
+        canvas = FakeCanvas("key-unregistered", "secret")  # refused by both servers
+        with first.client() as one, second.client() as two:
+            assert [_forged(one, canvas).status_code for _ in range(2)] == [401, 401]
+            assert [_forged(two, canvas).status_code for _ in range(2)] == [401, 401]
+            # Four failures in all, though each server alone has seen only two.
+            _assert_rate_limited(_forged(one, canvas))
+            _assert_rate_limited(_forged(two, canvas))
+
+
+def test_limiter_lets_requests_in_when_its_redis_is_down(make_server: MakeServer) -> None:
+    with redis_server() as redis:
+        srv = make_server(redis_url=redis.url, rate_limit_address_failures=2)
+        canvas = srv.add_institution()
+        with srv.client() as c:
+            assert _forged(c, canvas).status_code == 401  # counted in Redis
+            redis.stop()
+            # Past the limit, but the counters are unreachable: refused as forged, never 429 or 500.
+            assert [_forged(c, canvas).status_code for _ in range(4)] == [401] * 4
+            metrics = c.get("/metrics").text
+    assert "rate-limit counters unavailable" in srv.logs()
+    assert "commons_session_rate_limit_store_errors_total 4.0" in metrics  # one per attempt
+
+
+def test_default_limits_stop_a_hammering_client_within_seconds_but_spare_a_school() -> None:
+    defaults = Settings()
+    per_second = defaults.rate_limit_address_failures / defaults.rate_limit_window
+    assert 0 < per_second <= 2, "a client hammering bad tokens must be stopped within seconds"
+    # A school's verified traffic has a much larger allowance than one address's failures.
+    assert defaults.rate_limit_institution_requests >= 20 * defaults.rate_limit_address_failures
+    assert defaults.trusted_proxies == []
