@@ -9,7 +9,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck pytest clean bench bench-tools
+.PHONY: install run test lint typecheck pytest clean bench bench-tools browser-deps screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,18 @@ bench-tools: $(BENCH_STAMP)
 
 bench: bench-tools
 	$(BIN)/python bench/run.py
+
+# The browser tests (tests/test_browser.py) drive Debian's chromium through Playwright, which
+# never downloads a browser of its own here. Without chromium they skip (CI installs it in .ci/run).
+browser-deps:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "chromium is missing: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+# Re-shoot docs/screenshots/*.png from the browser tests.
+screenshots: install browser-deps
+	COMMONS_SESSION_UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py -q
 
 run: install
 	$(BIN)/commons-session serve --host $(HOST) --port $(PORT)

@@ -40,7 +40,7 @@ from playwright.sync_api import (
 from .conftest import ROOT, Server
 from .devcanvas_fixture import DevCanvas, register, start_dev_canvas
 
-CHROMIUM = os.environ.get("COMMONS_SESSION_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("COMMONS_SESSION_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
