@@ -4,7 +4,6 @@ stand-in that signs like Canvas."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import secrets
 import socket
@@ -224,14 +223,11 @@ def onboard(server: Server, canvas: FakeCanvas, user: CanvasUser) -> str:
     return session_id
 
 
-_iat_offsets = itertools.count()
-
-
 def create_session(server: Server, canvas: FakeCanvas, user: CanvasUser, **kw: Any) -> str:
     """Exchange a fresh Canvas JWT for a session id. Canvas gives byte-identical tokens for the
-    same user within one second (and we refuse the second as a replay), so each call here signs
-    a distinct ``iat`` unless the test chose one."""
-    kw.setdefault("iat", int(time.time()) - next(_iat_offsets) % 120)
+    same user within one second (and we refuse the second as a replay), so each call here makes
+    its token distinct with a fresh ``resource_link_id``, as a launch from another link would."""
+    kw.setdefault("resource_link_id", secrets.token_hex(20))
     response = httpx.post(server.url + "/api/sessions", json={"jwt_token": canvas.jwt_token(user, **kw)})
     assert response.status_code == 201, response.text
     return str(response.json()["sessionId"])

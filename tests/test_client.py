@@ -4,8 +4,7 @@ errors they raise."""
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
+import secrets
 from collections.abc import Iterator
 
 import httpx
@@ -31,12 +30,10 @@ from .canvas import CanvasUser, FakeCanvas
 from .conftest import Server, free_port, onboard
 from .devcanvas_fixture import DevCanvas, onboard_via_course_page, register, start_dev_canvas
 
-_iat = itertools.count()
-
 
 def fresh_jwt(canvas: FakeCanvas, user: CanvasUser) -> str:
     """A JWT no other call has used (Canvas gives identical tokens within one second)."""
-    return canvas.jwt_token(user, iat=int(time.time()) - next(_iat) % 120)
+    return canvas.jwt_token(user, resource_link_id=secrets.token_hex(20))
 
 
 @pytest.fixture

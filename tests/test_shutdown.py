@@ -108,8 +108,12 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0_leaving_a_consistent_d
     readers = [threading.Thread(target=read_loop) for _ in range(4)]
     for reader in readers:
         reader.start()
-    time.sleep(0.5)  # the server has read every head and is waiting for the bodies
-    assert reads and all(code == 200 for _, code in reads), reads
+    # Let the reads get going; by then the server has read every head and waits for the bodies.
+    started, deadline = time.monotonic(), time.monotonic() + 15
+    while len(reads) < 2 * len(readers) or time.monotonic() - started < 0.5:
+        assert time.monotonic() < deadline, reads
+        time.sleep(0.05)
+    assert all(code == 200 for _, code in reads), reads
 
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)  # to the main process, as an orchestrator does

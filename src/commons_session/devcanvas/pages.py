@@ -162,7 +162,7 @@ def registration_commands(config: DevCanvasConfig) -> list[str]:
     q = shlex.quote
     return [
         f"commons-session institutions add --consumer-key {q(config.consumer_key)} "
-        f"--name {q(config.account_name)} --secret {q(config.shared_secret)}",
+        f"--name {q(config.account_name)} --secret={q(config.shared_secret)}",
         f"commons-session institutions add-lti13 --consumer-key {q(config.consumer_key)} "
         f"--issuer {q(config.issuer)} --client-id {q(config.client_id)} "
         f"--deployment-id {q(config.deployment_id)} --jwks-url {q(config.jwks_url)} "
