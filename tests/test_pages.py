@@ -119,3 +119,20 @@ def test_logout_form_without_a_session_is_401(server: Server) -> None:
     response = httpx.post(server.url + "/logout", data={"csrf_token": "0" * 64})
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_terms_page_of_a_signed_in_person_offers_a_working_logout(
+    server: Server, canvas: FakeCanvas, user: CanvasUser
+) -> None:
+    """ASVS 7.4.4: every page a signed-in person sees has a visible way to log out."""
+    session_id = _signed_in(server, canvas, user)
+    cookie = {"cookie": f"session={session_id}"}
+    page = httpx.get(server.url + "/terms", headers=cookie).text
+    assert '<form method="post" action="/logout">' in page
+    response = httpx.post(server.url + "/logout", data={"csrf_token": _csrf_token(page)}, headers=cookie)
+    assert response.status_code == 303
+    assert not _alive(server, session_id)
+
+
+def test_terms_page_without_a_session_offers_no_logout(server: Server) -> None:
+    assert 'action="/logout"' not in httpx.get(server.url + "/terms").text

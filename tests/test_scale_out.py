@@ -144,8 +144,8 @@ def started() -> Iterator[list[Server]]:
     """The servers a test starts, all stopped afterwards."""
     servers: list[Server] = []
     yield servers
-    for server in servers:
-        server.stop()
+    with ThreadPoolExecutor(max(1, len(servers))) as pool:  # each takes a second to shut down
+        list(pool.map(Server.stop, servers))
 
 
 def start_pair(started: list[Server], tmp: Path, **settings: Any) -> tuple[Server, Server]:
@@ -214,8 +214,6 @@ def test_two_servers_on_postgresql_alone_share_sessions_kept_in_postgresql(
 
         ended = assert_servers_share_sessions(http, a, b, canvas)
         assert [pg_session_rows(database_url, sid) for sid in ended] == [0, 0, 0]
-        # live: the first user's launch and JWT sessions, the bystander's two.
-        assert_removing_the_institution_ends_its_sessions_everywhere(http, a, b, canvas, live_before=4)
 
 
 def test_the_full_journey_works_on_postgresql_and_a_redis_cluster_and_a_logout_is_seen_everywhere(

@@ -330,6 +330,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             log_access=False,  # we log access ourselves, with ids redacted
             log_level=settings.log_level.lower(),  # type: ignore[arg-type]
             websockets=False,
+            workers_kill_timeout=settings.shutdown_timeout,  # a stuck request cannot hold shutdown
         ).serve()
     return 0
 

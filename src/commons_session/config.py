@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     idle_timeout: int = Field(default=3_600, ge=1)  # 1 hour
     #: ... and this long after it was created, whatever happens.
     absolute_timeout: int = Field(default=43_200, ge=1)  # 12 hours
+    #: On SIGTERM, in-flight requests get this long to finish before a worker is killed.
+    shutdown_timeout: int = Field(default=30, ge=1)  # seconds
     #: Reads record activity at most this often, so a read does not write every time.
     touch_interval: int = Field(default=60, ge=0)  # 1 minute
 

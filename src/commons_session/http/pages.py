@@ -165,6 +165,13 @@ def terms(current: Terms, *, accepted: bool | None, csrf_token: str | None) -> H
         )
     else:
         body += '<p class="note">Launch Commons from Canvas to accept these terms.</p>'
+    if csrf_token is not None:
+        # Every page of a signed-in person offers a way out (ASVS 7.4.4).
+        body += (
+            '<form method="post" action="/logout">'
+            + _hidden("csrf_token", csrf_token)
+            + '<p><button class="secondary" type="submit">Log out</button></p></form>'
+        )
     return _page("Terms of service", body)
 
 
