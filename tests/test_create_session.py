@@ -600,3 +600,32 @@ def test_location_reads_back_the_contents_the_create_answered(
     contents = {k: v for k, v in created.json().items() if k != "sessionId"}
     assert read.json() == contents
     assert datetime.fromisoformat(read.json()["expires"]) > datetime.now(UTC)
+
+
+def test_jwt_session_replaces_the_session_the_browsers_cookie_held(
+    server: Server, canvas: FakeCanvas, onboarded: CanvasUser
+) -> None:
+    """The new Set-Cookie replaces the browser's session, so that session ends (fixation,
+    ASVS 7.2.4); a session carried any other way is left alone: one person may hold several."""
+    held = launch(server, canvas, onboarded)
+    held_id = session_cookie(held)
+    other = launch(server, canvas, onboarded)
+    other_id = session_cookie(other)
+    token = canvas.jwt_token(onboarded, resource_link_id="replacing-link")
+    response = httpx.post(
+        server.url + "/api/sessions",
+        json={"jwt_token": token},
+        headers={"cookie": f"session={held_id}", "x-session-id": held_id},
+    )
+    assert response.status_code == 201, response.text
+    new_id = response.json()["sessionId"]
+    assert new_id != held_id
+
+    def status(session_id: str) -> int:
+        return httpx.get(
+            f"{server.url}/api/sessions/{session_id}", headers={"x-session-id": session_id}
+        ).status_code
+
+    assert status(held_id) == 401
+    assert status(new_id) == 200
+    assert status(other_id) == 200  # not carried by the cookie: untouched

@@ -23,7 +23,7 @@ __all__ = [
 #: Every event name, with what its ``reason`` holds.
 EVENTS = {
     "session_created": "how: jwt or launch",
-    "session_ended": "why: logout, expired, launch_replaced, ended_by_user or logout_others",
+    "session_ended": "why: logout, expired, launch_replaced, jwt_replaced, ended_by_user or logout_others",
     "session_revoked": "why: operator, user_disabled or institution_removed",
     "launch": "none",
     "terms_accepted": "the accepted terms version",

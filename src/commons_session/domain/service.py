@@ -369,7 +369,11 @@ class SessionService:
 
     # -- Canvas JWT -----------------------------------------------------------------------
 
-    async def create_from_jwt(self, token: str, user_agent: str | None = None) -> Issued:
+    async def create_from_jwt(
+        self, token: str, user_agent: str | None = None, held_session_id: str | None = None
+    ) -> Issued:
+        """A session from a Canvas JWT. ``held_session_id`` is the session the browser's cookie
+        carried: the new cookie replaces it, so it ends (as on a launch, against fixation)."""
         who = _Who()
         try:
             issued = await self._create_from_jwt(token, user_agent, who)
@@ -390,6 +394,10 @@ class SessionService:
             institution_id=record.institution_id,
             id_hash=record.id_hash,
         )
+        if held_session_id and is_well_formed(held_session_id):
+            held = await self.stores.sessions.get(hash_id(held_session_id))
+            if held is not None and await self.stores.sessions.delete(held.id_hash):
+                await self._emit_ended("jwt_replaced", held)
         return issued
 
     async def _create_from_jwt(self, token: str, user_agent: str | None, who: _Who) -> Issued:

@@ -101,7 +101,8 @@ async def create_session(request: Request) -> Response:
     if not isinstance(token, str) or not token.strip():
         raise BadRequest("Send the Canvas JWT as the string property 'jwt_token'.")
     service = _service(request)
-    issued = await service.create_from_jwt(token.strip(), request.headers.get("user-agent"))
+    held = next(iter(_cookie_values(request.headers)), None)  # the cookie this answer replaces
+    issued = await service.create_from_jwt(token.strip(), request.headers.get("user-agent"), held)
     content = {"sessionId": issued.session_id, **service.contents(issued.session_id, issued.record)}
     response = FastJSONResponse(
         content, status_code=201, headers={"Location": f"/api/sessions/{issued.session_id}"}
