@@ -137,6 +137,7 @@ def bench_servers(args: argparse.Namespace, db: Path, ids_file: Path) -> dict[st
         COMMONS_SESSION_LOG_LEVEL="warning",
         COMMONS_SESSION_TOUCH_INTERVAL="3600",
         IDS=str(ids_file),
+        BENCH_LUA=str(HERE / "report.lua"),
     )
     runs: dict[str, dict[str, list[float]]] = {name: {"healthz": [], "read": []} for name in SERVERS}
     for _ in range(args.rounds):

@@ -30,12 +30,6 @@ def http(server: Server) -> Iterator[httpx.Client]:
         yield client
 
 
-def new_session(server: Server, canvas: FakeCanvas, user: CanvasUser) -> str:
-    """A session from a Canvas JWT no earlier call can have minted (a distinct launch parameter
-    makes each token unique even when two calls land on the same ``iat``)."""
-    return create_session(server, canvas, user, resource_link_id=secrets.token_hex(8))
-
-
 def status(http: httpx.Client, session_id: str) -> int:
     return http.get(f"/api/sessions/{session_id}", headers={"x-session-id": session_id}).status_code
 
@@ -66,9 +60,13 @@ def test_sessions_list_prints_a_json_line_per_live_session_with_its_handle_and_n
     server: Server, canvas: FakeCanvas, http: httpx.Client
 ) -> None:
     ada, bob = CanvasUser(), CanvasUser()
-    ids = [onboard(server, canvas, ada), new_session(server, canvas, ada), new_session(server, canvas, ada)]
-    bobs = [onboard(server, canvas, bob), new_session(server, canvas, bob)]
-    ended = new_session(server, canvas, ada)
+    ids = [
+        onboard(server, canvas, ada),
+        create_session(server, canvas, ada),
+        create_session(server, canvas, ada),
+    ]
+    bobs = [onboard(server, canvas, bob), create_session(server, canvas, bob)]
+    ended = create_session(server, canvas, ada)
     assert http.get("/api/sessions/logout", headers={"x-session-id": ended}).status_code == 204
     ada_id, bob_id = contents(http, ids[1])["userId"], contents(http, bobs[1])["userId"]
     # What Ada herself sees, to compare handles with.
@@ -104,11 +102,15 @@ def test_sessions_revoke_by_user_ends_theirs_and_by_institution_ends_the_rest_of
     server: Server, canvas: FakeCanvas, http: httpx.Client
 ) -> None:
     ada, bob = CanvasUser(), CanvasUser()
-    adas = [onboard(server, canvas, ada), new_session(server, canvas, ada), new_session(server, canvas, ada)]
-    bobs = [onboard(server, canvas, bob), new_session(server, canvas, bob)]
+    adas = [
+        onboard(server, canvas, ada),
+        create_session(server, canvas, ada),
+        create_session(server, canvas, ada),
+    ]
+    bobs = [onboard(server, canvas, bob), create_session(server, canvas, bob)]
     elsewhere = server.add_institution()
     onboard(server, elsewhere, ada)
-    abroad = new_session(server, elsewhere, ada)  # Ada at another institution is another user
+    abroad = create_session(server, elsewhere, ada)  # Ada at another institution is another user
 
     out = ok(server, "sessions", "revoke", "--user", contents(http, adas[1])["userId"])
 
@@ -131,9 +133,9 @@ def test_a_disabled_user_loses_every_session_and_is_refused_launches_and_jwt_ses
 ) -> None:
     user, colleague = CanvasUser(), CanvasUser()
     launched = onboard(server, canvas, user)
-    session_id = new_session(server, canvas, user)
+    session_id = create_session(server, canvas, user)
     onboard(server, canvas, colleague)
-    colleagues = new_session(server, canvas, colleague)
+    colleagues = create_session(server, canvas, colleague)
     user_id = contents(http, session_id)["userId"]
     # Prepared before the disable, used while disabled, and again after the enable.
     launch_body, launch_headers = canvas.signed_launch(server.url + "/api/lti", user)
@@ -195,8 +197,8 @@ def test_purge_removes_expired_sessions_and_markers_in_batches_and_leaves_live_o
     canvas, user = server.add_institution(), CanvasUser()
     idled = [
         onboard(server, canvas, user),
-        new_session(server, canvas, user),
-        new_session(server, canvas, user),
+        create_session(server, canvas, user),
+        create_session(server, canvas, user),
     ]
     started = time.time()
     with httpx.Client(base_url=server.url) as http:
@@ -227,7 +229,7 @@ def test_purge_removes_expired_sessions_and_markers_in_batches_and_leaves_live_o
 
         server.run(arrange())
         time.sleep(max(0.0, started + idle + 0.1 - time.time()))  # the HTTP sessions go idle
-        live = new_session(server, canvas, user)
+        live = create_session(server, canvas, user)
 
         out = ok(server, "purge")
 

@@ -26,12 +26,6 @@ def http(server: Server) -> Iterator[httpx.Client]:
         yield client
 
 
-def new_session(server: Server, canvas: FakeCanvas, user: CanvasUser) -> str:
-    """A session from a Canvas JWT no earlier call can have minted (a distinct launch parameter
-    makes each token unique even when two calls land on the same ``iat``)."""
-    return create_session(server, canvas, user, resource_link_id=secrets.token_hex(8))
-
-
 def as_header(session_id: str) -> dict[str, str]:
     return {"x-session-id": session_id}
 
@@ -71,7 +65,7 @@ def test_the_list_shows_every_live_session_of_the_caller_by_handle_and_marks_the
 ) -> None:
     user, other = CanvasUser(), CanvasUser()
     launched = onboard(server, canvas, user)
-    first, mine = new_session(server, canvas, user), new_session(server, canvas, user)
+    first, mine = create_session(server, canvas, user), create_session(server, canvas, user)
     browser = http.post(
         "/api/sessions",
         json={"jwt_token": canvas.jwt_token(user)},
@@ -79,7 +73,7 @@ def test_the_list_shows_every_live_session_of_the_caller_by_handle_and_marks_the
     )
     assert browser.status_code == 201
     last = browser.json()["sessionId"]
-    theirs = [onboard(server, canvas, other), new_session(server, canvas, other)]
+    theirs = [onboard(server, canvas, other), create_session(server, canvas, other)]
 
     response = http.get("/api/sessions", headers=as_header(mine))
     assert response.status_code == 200
@@ -109,7 +103,7 @@ def test_a_session_that_ended_is_no_longer_listed(
 ) -> None:
     user = CanvasUser()
     onboard(server, canvas, user)
-    staying, leaving = new_session(server, canvas, user), new_session(server, canvas, user)
+    staying, leaving = create_session(server, canvas, user), create_session(server, canvas, user)
     leaving_handle = handle_of(http, leaving)
     assert leaving_handle in {s["handle"] for s in listed(http, staying)}
 
@@ -131,7 +125,7 @@ def test_ending_another_of_ones_sessions_by_handle_ends_exactly_that_one(
 ) -> None:
     user = CanvasUser()
     onboard(server, canvas, user)
-    here, elsewhere, third = (new_session(server, canvas, user) for _ in range(3))
+    here, elsewhere, third = (create_session(server, canvas, user) for _ in range(3))
 
     response = http.delete(f"/api/sessions/handles/{handle_of(http, elsewhere)}", headers=as_header(here))
 
@@ -146,7 +140,7 @@ def test_ending_the_current_session_by_handle_ends_it_and_clears_the_cookie(
 ) -> None:
     user = CanvasUser()
     onboard(server, canvas, user)
-    current, other = new_session(server, canvas, user), new_session(server, canvas, user)
+    current, other = create_session(server, canvas, user), create_session(server, canvas, user)
 
     response = http.delete(
         f"/api/sessions/handles/{handle_of(http, current)}", headers={"cookie": f"session={current}"}
@@ -166,10 +160,10 @@ def test_a_handle_that_is_not_one_of_yours_is_session_not_found_and_ends_nothing
     user, stranger = CanvasUser(), CanvasUser()
     onboard(server, canvas, user)
     onboard(server, canvas, stranger)
-    mine, theirs = new_session(server, canvas, user), new_session(server, canvas, stranger)
+    mine, theirs = create_session(server, canvas, user), create_session(server, canvas, stranger)
     other_institution = server.add_institution()
     onboard(server, other_institution, stranger)
-    abroad = new_session(server, other_institution, stranger)
+    abroad = create_session(server, other_institution, stranger)
 
     for handle in (
         secrets.token_hex(16),  # unknown
@@ -190,7 +184,7 @@ def test_ending_by_handle_needs_a_live_session(
 ) -> None:
     user = CanvasUser()
     onboard(server, canvas, user)
-    session_id = new_session(server, canvas, user)
+    session_id = create_session(server, canvas, user)
     handle = handle_of(http, session_id)
     assert_problem(http.delete(f"/api/sessions/handles/{handle}"), 401, "session_required")
     assert status(http, session_id) == 200
@@ -204,9 +198,9 @@ def test_logout_others_ends_every_other_session_of_the_user_and_says_how_many(
 ) -> None:
     user, bystander = CanvasUser(), CanvasUser()
     launched = onboard(server, canvas, user)
-    first, keep, last = (new_session(server, canvas, user) for _ in range(3))
+    first, keep, last = (create_session(server, canvas, user) for _ in range(3))
     onboard(server, canvas, bystander)
-    unrelated = new_session(server, canvas, bystander)
+    unrelated = create_session(server, canvas, bystander)
 
     response = http.post("/api/sessions/logout-others", json={}, headers=as_header(keep))
 
@@ -226,7 +220,7 @@ def test_logout_others_as_a_cookie_form_post_needs_the_csrf_token_from_our_page(
 ) -> None:
     user = CanvasUser()
     onboard(server, canvas, user)
-    current, other = new_session(server, canvas, user), new_session(server, canvas, user)
+    current, other = create_session(server, canvas, user), create_session(server, canvas, user)
     cookie = {"cookie": f"session={current}"}
 
     for form in ({}, {"note": "hi"}, {"csrf_token": "0" * 64}):

@@ -52,12 +52,6 @@ def register(server: Server) -> FakeCanvas:
     return FakeCanvas(key, secret)
 
 
-def new_session(server: Server, canvas: FakeCanvas, user: CanvasUser) -> str:
-    """A session from a Canvas JWT that no earlier call can have minted: a distinct launch
-    parameter makes the token unique even when two calls land on the same ``iat``."""
-    return create_session(server, canvas, user, resource_link_id=secrets.token_hex(8))
-
-
 def timed(method: str, url: str, **kwargs: object) -> tuple[httpx.Response, float]:
     start = time.monotonic()
     response = httpx.request(method, url, timeout=15, **kwargs)  # type: ignore[arg-type]
@@ -160,7 +154,7 @@ def test_requests_answer_503_quickly_while_redis_is_down_and_new_sessions_work_o
     redis, server = redis_service
     canvas, user = server.add_institution(), CanvasUser()
     onboard(server, canvas, user)
-    session_id = new_session(server, canvas, user)
+    session_id = create_session(server, canvas, user)
     assert read(server, session_id).status_code == 200
 
     redis.stop()
@@ -174,7 +168,7 @@ def test_requests_answer_503_quickly_while_redis_is_down_and_new_sessions_work_o
     # ... and the same service process, never restarted, serves again: a launch and a new session.
     launched = launch(server, canvas, user)
     assert launched.status_code == 303, launched.text
-    fresh = new_session(server, canvas, user)
+    fresh = create_session(server, canvas, user)
     response = read(server, fresh)
     assert response.status_code == 200 and response.json()["sid"] == fresh
 
@@ -185,7 +179,7 @@ def test_a_frozen_redis_answers_503_after_about_the_store_timeout_and_the_same_s
     redis, server = redis_service
     canvas, user = server.add_institution(), CanvasUser()
     onboard(server, canvas, user)
-    session_id = new_session(server, canvas, user)
+    session_id = create_session(server, canvas, user)
     assert read(server, session_id).status_code == 200
     assert redis.process is not None
 
@@ -225,7 +219,7 @@ def test_the_service_starts_while_redis_is_down_answers_503_and_serves_once_redi
             response, _ = timed("POST", server.url + "/api/lti", content=body, headers=headers)
             assert response.status_code == 303, response.text
             onboard(server, canvas, user)
-            session_id = new_session(server, canvas, user)
+            session_id = create_session(server, canvas, user)
             assert read(server, session_id).status_code == 200
         finally:
             server.stop()
@@ -266,7 +260,7 @@ def test_requests_answer_503_quickly_while_postgresql_is_down_and_the_same_sessi
     postgres, server = postgres_service
     canvas, user = register(server), CanvasUser()
     onboard(server, canvas, user)
-    session_id = new_session(server, canvas, user)
+    session_id = create_session(server, canvas, user)
     assert read(server, session_id).status_code == 200
 
     postgres.stop()
@@ -279,7 +273,7 @@ def test_requests_answer_503_quickly_while_postgresql_is_down_and_the_same_sessi
     assert response.status_code == 200, response.text
     assert response.json()["sid"] == session_id
     # Writes work again too, in the same service process.
-    fresh = new_session(server, canvas, user)
+    fresh = create_session(server, canvas, user)
     assert read(server, fresh).status_code == 200
 
 
@@ -289,7 +283,7 @@ def test_a_frozen_postgresql_answers_503_after_about_the_store_timeout_and_recov
     postgres, server = postgres_service
     canvas, user = register(server), CanvasUser()
     onboard(server, canvas, user)
-    session_id = new_session(server, canvas, user)
+    session_id = create_session(server, canvas, user)
     assert read(server, session_id).status_code == 200
 
     with frozen(postgres_pids(postgres)):

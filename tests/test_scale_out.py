@@ -69,12 +69,6 @@ def register(server: Server) -> FakeCanvas:
     return FakeCanvas(key, secret)
 
 
-def new_session(server: Server, canvas: FakeCanvas, user: CanvasUser) -> str:
-    """A session from a Canvas JWT that no earlier call can have minted (a distinct launch
-    parameter makes the token unique even when two calls land on the same ``iat``)."""
-    return create_session(server, canvas, user, resource_link_id=secrets.token_hex(8))
-
-
 def read(http: httpx.Client, server: Server, session_id: str, **headers: str) -> httpx.Response:
     return http.get(
         f"{server.url}/api/sessions/{session_id}", headers={"x-session-id": session_id, **headers}
@@ -94,17 +88,17 @@ def assert_servers_share_sessions(http: httpx.Client, a: Server, b: Server, canv
     with two live sessions. Returns the ids it ended, for the caller to check the store."""
     user = CanvasUser()
     onboard(a, canvas, user)
-    on_b = new_session(b, canvas, user)
+    on_b = create_session(b, canvas, user)
     assert status(http, a, on_b) == 200  # immediately, no wait
     assert status(http, b, on_b) == 200
 
     assert http.get(b.url + "/api/sessions/logout", headers={"x-session-id": on_b}).status_code == 204
     assert status(http, a, on_b) == 401  # the very next request, on the other server
 
-    on_a, again_on_b = new_session(a, canvas, user), new_session(b, canvas, user)
+    on_a, again_on_b = create_session(a, canvas, user), create_session(b, canvas, user)
     other_user = CanvasUser()
     onboard(b, canvas, other_user)
-    bystander = new_session(a, canvas, other_user)
+    bystander = create_session(a, canvas, other_user)
     assert [status(http, s, sid) for s in (a, b) for sid in (on_a, again_on_b)] == [200] * 4
 
     user_id = read(http, b, on_a).json()["userId"]
@@ -122,7 +116,7 @@ def assert_removing_the_institution_ends_its_sessions_everywhere(
     """``live_before``: the institution's live sessions so far; this adds two more."""
     user = CanvasUser()
     onboard(b, canvas, user)
-    session_id = new_session(a, canvas, user)
+    session_id = create_session(a, canvas, user)
     assert status(http, b, session_id) == 200
     removed = b.cli("institutions", "remove", "--consumer-key", canvas.consumer_key)
     assert removed.returncode == 0, removed.stderr
@@ -172,7 +166,7 @@ def test_two_servers_on_one_postgresql_and_one_redis_share_sessions_kept_in_redi
         canvas = register(a)
         user = CanvasUser()
         onboard(b, canvas, user)
-        live = new_session(a, canvas, user)
+        live = create_session(a, canvas, user)
         assert status(http, b, live) == 200
 
         # Sessions live in Redis (by hash, with a TTL), not in PostgreSQL; nothing went to SQLite.
@@ -208,7 +202,7 @@ def test_two_servers_on_postgresql_alone_share_sessions_kept_in_postgresql(
         canvas = register(b)
         user = CanvasUser()
         onboard(a, canvas, user)
-        live = new_session(b, canvas, user)
+        live = create_session(b, canvas, user)
         assert pg_session_rows(database_url, live) == 1
         assert status(http, a, live) == 200
 
@@ -230,7 +224,7 @@ def test_the_full_journey_works_on_postgresql_and_a_redis_cluster_and_a_logout_i
         terms = http.get(a.url + "/api/terms", headers={"x-session-id": launch_session})
         assert terms.status_code == 200 and terms.json()["accepted"] is True
 
-        session_id = new_session(a, canvas, user)
+        session_id = create_session(a, canvas, user)
         assert status(http, b, session_id) == 200
         listed = http.get(b.url + "/api/sessions", headers={"x-session-id": session_id})
         assert listed.status_code == 200
@@ -250,7 +244,7 @@ def test_the_full_journey_works_on_postgresql_and_a_redis_cluster_and_a_logout_i
         finally:
             nodes.close()
 
-        again = new_session(b, canvas, user)
+        again = create_session(b, canvas, user)
         others = http.post(a.url + "/api/sessions/logout-others", json={}, headers={"x-session-id": again})
         assert others.status_code == 200 and others.json() == {"ended": 1}  # the launch's session
         assert http.get(b.url + "/api/terms", headers={"x-session-id": launch_session}).status_code == 401
@@ -308,7 +302,7 @@ def test_serve_with_two_workers_answers_every_request_from_the_shared_store(
         assert "Spawning worker-1" in server.logs() and "Spawning worker-2" in server.logs()
         canvas, user = server.add_institution(), CanvasUser()
         onboard(server, canvas, user)
-        sessions = [new_session(server, canvas, user) for _ in range(5)]
+        sessions = [create_session(server, canvas, user) for _ in range(5)]
 
         def on_a_new_connection(session_id: str) -> int:
             # "Connection: close" makes the next request open a new connection, which the
