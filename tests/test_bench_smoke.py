@@ -86,15 +86,15 @@ def test_bench_smoke_run_measures_every_figure_and_writes_the_report(tmp_path: P
         ("healthz", "peer-read-1w"),
         ("healthz", "uvicorn-small-read-1w"),
         ("read", "sqlite-small-read-1w"),
-        ("read", "sqlite-big-1w"),
+        ("read", "sqlite-big-read-1w"),
         ("read", "redis-small-read-1w"),
-        ("read", "redis-big-1w"),
+        ("read", "redis-big-read-1w"),
         ("read", "peer-read-1w"),
         ("read", "uvicorn-small-read-1w"),
         ("create", "sqlite-small-create-1w"),
-        ("create", "sqlite-big-1w"),
+        ("create", "sqlite-big-create-1w"),
         ("create", "redis-small-create-1w"),
-        ("create", "redis-big-1w"),
+        ("create", "redis-big-create-1w"),
         ("create", "peer-login-1w"),
     ]:
         assert f"{op}@{server}@c4" in keys
@@ -104,7 +104,7 @@ def test_bench_smoke_run_measures_every_figure_and_writes_the_report(tmp_path: P
             assert run["requests"] > 0 and run["rps"] > 0, measure["key"]
             assert run["p99_ms"] >= run["p50_ms"] > 0, measure["key"]
     assert raw["tokens_minted"] > 0
-    assert raw["counts"]["SQLite big after the run"] > 500  # seeded, then grown by the creates
+    assert raw["counts"]["SQLite big-create after the run"] > 500  # seeded, then grown by the creates
     assert raw["profiles"] and all(p["samples"] > 0 for p in raw["profiles"].values())
 
     report = (tmp_path / "performance.md").read_text()

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jwt
 from starlette.applications import Starlette
@@ -268,8 +269,9 @@ async def authorize(request: Request) -> Response:
     config = platform.config
     params = dict(request.query_params)
     if request.method == "POST":
-        form = await request.form()
-        params.update({k: v for k, v in form.items() if isinstance(v, str)})
+        # Parsed by hand, like the service's own bodies: no multipart parser needed.
+        body = (await request.body()).decode("utf-8", "replace")
+        params.update(parse_qsl(body, keep_blank_values=True, max_num_fields=100))
     try:
         hint = jwt.decode(params.get("lti_message_hint", ""), platform.hint_secret, algorithms=["HS256"])
     except jwt.PyJWTError:
