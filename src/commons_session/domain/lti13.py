@@ -50,6 +50,7 @@ from ..errors import (
     WrongVersion,
 )
 from .models import Lti13Registration
+from .strict_json import json_object
 
 __all__ = [
     "JwksFetcher",
@@ -277,23 +278,8 @@ class KeySets:
 _jws = jwt.PyJWS(algorithms=["RS256"])
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise MalformedIdToken(f"The id_token repeats the key {key!r}.")
-        result[key] = value
-    return result
-
-
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw, object_pairs_hook=_reject_duplicates)
-    except (ValueError, RecursionError) as exc:
-        raise MalformedIdToken(f"The id_token {what} is not JSON.") from exc
-    if not isinstance(value, dict):
-        raise MalformedIdToken(f"The id_token {what} is not a JSON object.")
-    return value
+    return json_object(raw, f"The id_token {what}", MalformedIdToken)
 
 
 def _header(token: str, max_bytes: int) -> dict[str, Any]:

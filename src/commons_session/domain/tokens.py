@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from jwt.algorithms import HMACAlgorithm
 
 from ..errors import InvalidClaims, InvalidSignature, MalformedToken, TokenExpired, TokenTooLarge
 from .models import Institution
+from .strict_json import json_object
 
 __all__ = ["read_consumer_key", "token_digest", "verify_token"]
 
@@ -43,24 +43,8 @@ _jws.unregister_algorithm("HS256")
 _jws.register_algorithm("HS256", _CanvasHS256())
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise MalformedToken(f"The JWT repeats the key {key!r}.")
-        result[key] = value
-    return result
-
-
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    """Parse strictly: duplicate keys would let two readers see two different claims."""
-    try:
-        value = json.loads(raw, object_pairs_hook=_reject_duplicates)
-    except (ValueError, RecursionError) as exc:
-        raise MalformedToken(f"The JWT {what} is not JSON.") from exc
-    if not isinstance(value, dict):
-        raise MalformedToken(f"The JWT {what} is not a JSON object.")
-    return value
+    return json_object(raw, f"The JWT {what}", MalformedToken)
 
 
 def _b64(segment: str, what: str) -> bytes:
