@@ -9,6 +9,7 @@ Each process opens its own connection; WAL lets readers proceed while one writer
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
@@ -74,10 +75,26 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
     return applied
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch a new file to WAL. The switch needs an exclusive lock and SQLite does not run the
+    busy handler for it, so processes opening a new file at once retry here, within the same
+    bound as ``busy_timeout``. Once one of them has switched, the others see WAL and skip it."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _use_wal(conn)
     # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash or power loss
     # can drop the last commits. docs/sessions.md says so.
     conn.execute("PRAGMA synchronous = NORMAL")
