@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from commons_session.stores.factory import make_stores
 from commons_session.stores.sqlite import SqliteStores
 
 from .canvas import CanvasUser, FakeCanvas
@@ -74,11 +75,21 @@ class Server:
         return asyncio.run(coro)
 
     def add_institution(self, secret: str | None = None, **kwargs: Any) -> FakeCanvas:
+        """Register a new institution in whatever database the server uses (in-process: faster
+        than the CLI, which tests/test_cli_institutions.py covers)."""
         key = "key-" + secrets.token_hex(6)
         secret = secret or secrets.token_urlsafe(12)
-        self.run(
-            self.stores.records.add_institution(key, kwargs.pop("name", "Example U"), secret, time.time())
-        )
+        name = kwargs.pop("name", "Example U")
+
+        async def add() -> None:
+            stores = make_stores(self.env["COMMONS_SESSION_DATABASE_URL"], idle_timeout=60, timeout=5)
+            await stores.open()
+            try:
+                await stores.records.add_institution(key, name, secret, time.time())
+            finally:
+                await stores.close()
+
+        self.run(add())
         return FakeCanvas(key, secret, **kwargs)
 
     def client(self, **kwargs: Any) -> httpx.Client:

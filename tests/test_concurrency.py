@@ -28,7 +28,6 @@ from commons_session.domain.ids import handle_for, hash_id
 from .backends import postgres_database
 from .canvas import CanvasUser, FakeCanvas
 from .conftest import Server, launch, onboard, session_cookie, start_server
-from .test_crash import register
 
 THREADS = 12
 
@@ -112,7 +111,7 @@ def client(busy: Server) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def person(busy: Server) -> tuple[FakeCanvas, CanvasUser]:
     """One registered institution and one onboarded person per server."""
-    canvas, user = register(busy), CanvasUser()
+    canvas, user = busy.add_institution(), CanvasUser()
     onboard(busy, canvas, user)
     return canvas, user
 

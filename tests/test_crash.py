@@ -107,16 +107,6 @@ def detached(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             srv.process.wait(10)
 
 
-def register(server: Server) -> FakeCanvas:
-    """An institution registered through the CLI, which works for every database."""
-    key, secret = "key-" + secrets.token_hex(6), secrets.token_urlsafe(12)
-    done = server.cli(
-        "institutions", "add", "--consumer-key", key, "--secret", "-", "--name", "U", stdin=secret
-    )
-    assert done.returncode == 0, done.stderr
-    return FakeCanvas(key, secret)
-
-
 @pytest.fixture(params=["sqlite", "postgres", "postgres+redis"])
 def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """The settings that point a server at the backend: nothing for SQLite (a file in tmp)."""
@@ -188,7 +178,7 @@ def test_every_acknowledged_create_and_logout_survives_kill_9(
     detached: Callable[..., Server], backend: dict[str, str]
 ) -> None:
     server = detached(**backend)
-    canvas = register(server)
+    canvas = server.add_institution()
     people = [CanvasUser() for _ in range(3)]
     for person in people:
         onboard(server, canvas, person)

@@ -9,10 +9,8 @@ nothing here touches the shared fixtures.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +19,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from commons_session.stores.factory import make_stores
 
 from .backends import PostgresServer, RedisServer, postgres_server, redis_server
 from .canvas import CanvasUser, FakeCanvas
@@ -33,23 +29,6 @@ BOUND = 3.0  # store_timeout plus generous slack: the longest a refused request 
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def register(server: Server) -> FakeCanvas:
-    """An institution added to whatever database the server uses (in-process: faster than the
-    CLI, which other tests cover)."""
-    key, secret = "key-" + secrets.token_hex(6), secrets.token_urlsafe(12)
-
-    async def add() -> None:
-        stores = make_stores(server.env["COMMONS_SESSION_DATABASE_URL"], idle_timeout=60, timeout=5)
-        await stores.open()
-        try:
-            await stores.records.add_institution(key, "Example U", secret, time.time())
-        finally:
-            await stores.close()
-
-    asyncio.run(add())
-    return FakeCanvas(key, secret)
 
 
 def timed(method: str, url: str, **kwargs: object) -> tuple[httpx.Response, float]:
@@ -258,7 +237,7 @@ def test_requests_answer_503_quickly_while_postgresql_is_down_and_the_same_sessi
     postgres_service: tuple[PostgresServer, Server],
 ) -> None:
     postgres, server = postgres_service
-    canvas, user = register(server), CanvasUser()
+    canvas, user = server.add_institution(), CanvasUser()
     onboard(server, canvas, user)
     session_id = create_session(server, canvas, user)
     assert read(server, session_id).status_code == 200
@@ -281,7 +260,7 @@ def test_a_frozen_postgresql_answers_503_after_about_the_store_timeout_and_recov
     postgres_service: tuple[PostgresServer, Server],
 ) -> None:
     postgres, server = postgres_service
-    canvas, user = register(server), CanvasUser()
+    canvas, user = server.add_institution(), CanvasUser()
     onboard(server, canvas, user)
     session_id = create_session(server, canvas, user)
     assert read(server, session_id).status_code == 200

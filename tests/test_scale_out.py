@@ -6,9 +6,7 @@ alone, PostgreSQL + a Redis Cluster, and ``serve --workers 2``.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +24,6 @@ import redis
 from redis.cluster import RedisCluster
 
 from commons_session.domain.ids import hash_id
-from commons_session.stores.factory import make_stores
 from commons_session.stores.sqlite import latest_version
 
 from .backends import postgres_database, redis_cluster, redis_server
@@ -50,23 +47,6 @@ def http() -> Iterator[httpx.Client]:
     """One client for the module's requests (a new client per request costs ~50 ms)."""
     with httpx.Client(timeout=15) as client:
         yield client
-
-
-def register(server: Server) -> FakeCanvas:
-    """An institution added to whatever database the server uses (in-process: faster than the
-    CLI, which other tests cover)."""
-    key, secret = "key-" + secrets.token_hex(6), secrets.token_urlsafe(12)
-
-    async def add() -> None:
-        stores = make_stores(server.env["COMMONS_SESSION_DATABASE_URL"], idle_timeout=60, timeout=5)
-        await stores.open()
-        try:
-            await stores.records.add_institution(key, "Example U", secret, time.time())
-        finally:
-            await stores.close()
-
-    asyncio.run(add())
-    return FakeCanvas(key, secret)
 
 
 def read(http: httpx.Client, server: Server, session_id: str, **headers: str) -> httpx.Response:
@@ -163,7 +143,7 @@ def test_two_servers_on_one_postgresql_and_one_redis_share_sessions_kept_in_redi
 ) -> None:
     with postgres_database() as database_url, redis_server() as store:
         a, b = start_pair(started, tmp_path, database_url=database_url, redis_url=store.url)
-        canvas = register(a)
+        canvas = a.add_institution()
         user = CanvasUser()
         onboard(b, canvas, user)
         live = create_session(a, canvas, user)
@@ -199,7 +179,7 @@ def test_two_servers_on_postgresql_alone_share_sessions_kept_in_postgresql(
 ) -> None:
     with postgres_database() as database_url:
         a, b = start_pair(started, tmp_path, database_url=database_url)
-        canvas = register(b)
+        canvas = b.add_institution()
         user = CanvasUser()
         onboard(a, canvas, user)
         live = create_session(b, canvas, user)
@@ -215,7 +195,7 @@ def test_the_full_journey_works_on_postgresql_and_a_redis_cluster_and_a_logout_i
 ) -> None:
     with postgres_database() as database_url, redis_cluster() as cluster_url:
         a, b = start_pair(started, tmp_path, database_url=database_url, redis_url=cluster_url)
-        canvas, user = register(a), CanvasUser()
+        canvas, user = a.add_institution(), CanvasUser()
 
         launched = launch(a, canvas, user)
         assert launched.status_code == 303 and urlsplit(launched.headers["location"]).path == "/terms"

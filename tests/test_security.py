@@ -31,7 +31,6 @@ from commons_session.stores.base import Stores
 from .backends import postgres_database
 from .canvas import CanvasUser, FakeCanvas
 from .conftest import Server, launch, onboard, session_cookie, start_server
-from .test_crash import register
 
 # -- helpers ----------------------------------------------------------------------------------
 
@@ -481,7 +480,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def test_nul_characters_in_launches_and_tokens_are_refused_or_dropped_never_a_500(pg_server: Server) -> None:
     """PostgreSQL text and JSONB cannot hold U+0000, which a form (%00) or a JWT (\\u0000) can
     carry: such a value must never reach a query."""
-    canvas, user = register(pg_server), CanvasUser()
+    canvas, user = pg_server.add_institution(), CanvasUser()
     url = pg_server.url + "/api/lti"
 
     def post_launch(signer: FakeCanvas, person: CanvasUser, **overrides: Any) -> httpx.Response:

@@ -18,7 +18,7 @@ import httpx
 
 from .canvas import CanvasUser
 from .conftest import Server, onboard
-from .test_crash import detached, group_alive, register
+from .test_crash import detached, group_alive
 
 __all__ = ["detached"]  # the fixture, shared with test_crash
 
@@ -65,7 +65,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0_leaving_a_consistent_d
     detached: Callable[..., Server],
 ) -> None:
     server = detached()
-    canvas, user = register(server), CanvasUser()
+    canvas, user = server.add_institution(), CanvasUser()
     onboard(server, canvas, user)
     before = []
     for _ in range(5):
