@@ -4,8 +4,10 @@ stand-in that signs like Canvas."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -121,7 +123,10 @@ class Server:
             self._stores = None
 
 
-def start_server(tmp: Path, **settings: Any) -> Server:
+def start_server(tmp: Path, *, detached: bool = False, **settings: Any) -> Server:
+    """``commons-session serve`` on a free port and ``tmp/commons-session.db`` (kept across
+    restarts in the same ``tmp``). ``detached`` makes it the leader of a new process group, so a
+    signal can reach granian's main process and its workers at once (tests/test_crash.py)."""
     port = free_port()
     db_path = tmp / "commons-session.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMMONS_SESSION_")}
@@ -131,7 +136,7 @@ def start_server(tmp: Path, **settings: Any) -> Server:
     settings = {"rate_limit_address_failures": 0, "rate_limit_institution_requests": 0, **settings}
     for name, value in settings.items():
         env[f"COMMONS_SESSION_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    log_path = tmp / "server.log"
+    log_path = tmp / f"server-{port}.log"
     with log_path.open("wb") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "commons_session", "serve", "--port", str(port)],
@@ -139,6 +144,7 @@ def start_server(tmp: Path, **settings: Any) -> Server:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tmp,
+            start_new_session=detached,
         )
     server = Server(f"http://127.0.0.1:{port}", db_path, log_path, env, process)
     deadline = time.monotonic() + 30
@@ -149,6 +155,9 @@ def start_server(tmp: Path, **settings: Any) -> Server:
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
+            if detached:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
             server.stop()
             raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
         time.sleep(0.05)

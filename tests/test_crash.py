@@ -14,7 +14,6 @@ import random
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,45 +26,14 @@ import pytest
 
 from .backends import postgres_database, redis_server
 from .canvas import CanvasUser, FakeCanvas
-from .conftest import Server, free_port, onboard
+from .conftest import Server, onboard, start_server
 
 # -- a server in its own process group -------------------------------------------------------
 
 
 def start_detached(tmp: Path, **settings: Any) -> Server:
-    """``commons-session serve`` as conftest.start_server starts it, but as the leader of a new
-    process group, so that a signal can reach the granian main process and its workers at once
-    (``kill_group``). The database defaults to ``tmp/commons-session.db``, kept across restarts."""
-    port = free_port()
-    db_path = tmp / "commons-session.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMMONS_SESSION_")}
-    env["COMMONS_SESSION_DATABASE_URL"] = f"sqlite:///{db_path}"
-    # As in conftest.start_server: rate limits off unless the test sets them.
-    settings = {"rate_limit_address_failures": 0, "rate_limit_institution_requests": 0, **settings}
-    for name, value in settings.items():
-        env[f"COMMONS_SESSION_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    log_path = tmp / f"server-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "commons_session", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-            start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", db_path, log_path, env, process)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            kill_group(server)
-            raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
-        time.sleep(0.05)
+    """``conftest.start_server`` as the leader of a new process group (see ``kill_group``)."""
+    return start_server(tmp, detached=True, **settings)
 
 
 def kill_group(server: Server, sig: int = signal.SIGKILL) -> None:
