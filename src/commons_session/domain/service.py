@@ -29,6 +29,7 @@ from ..errors import (
     NonceReplayed,
     ReplayedNonce,
     SessionNotFound,
+    SessionServiceError,
     StateCookieMissing,
     StateExpired,
     StateMismatch,
@@ -512,23 +513,55 @@ class SessionService:
         )
         assert institution is not None  # verify_launch refused an unknown key
         who.institution_id = institution.id
+        # The nonce must stay remembered for as long as its timestamp would still be accepted.
+        nonce = ("oauth_nonce", f"{institution.id}:{oauth['oauth_nonce']}")
+        keep_until = max(now, float(oauth["oauth_timestamp"])) + window
+        return await self._verified_launch(
+            institution,
+            params,
+            who,
+            now,
+            nonce,
+            keep_until,
+            ReplayedNonce(),
+            held_session_id,
+            user_agent,
+            check_message=True,
+        )
+
+    async def _verified_launch(
+        self,
+        institution: Institution,
+        params: dict[str, Any],
+        who: _Who,
+        now: float,
+        nonce: tuple[str, str],
+        keep_until: float,
+        replayed: SessionServiceError,
+        held_session_id: str | None,
+        user_agent: str | None,
+        *,
+        check_message: bool = False,
+    ) -> LaunchResult:
+        """The rest of every launch once its signature verified (1.1 or 1.3): charge the
+        institution, read who it names, claim its nonce (``replayed`` if already used), then
+        start the session; a store failure after the claim gives the nonce back."""
         if self.guard is not None:
             await self.guard.admit_institution(institution.consumer_key)
-        lti.check_message(params)
+        if check_message:
+            lti.check_message(params)
         identity = lti.parse_identity(params, institution.id, from_token=False)
         profile = lti.parse_profile(params)
         await self._refuse_disabled(identity, who)
-        # The nonce must stay remembered for as long as its timestamp would still be accepted.
-        nonce_key = f"{institution.id}:{oauth['oauth_nonce']}"
-        keep_until = max(now, float(oauth["oauth_timestamp"])) + window
-        if not await self.stores.once.claim("oauth_nonce", nonce_key, keep_until, now):
-            raise ReplayedNonce()
+        namespace, key = nonce
+        if not await self.stores.once.claim(namespace, key, keep_until, now):
+            raise replayed
         try:
             return await self._start_session(
                 institution, identity, profile, lti.launch_context(params), now, held_session_id, user_agent
             )
         except StoreError:
-            await self.stores.once.release("oauth_nonce", nonce_key)
+            await self.stores.once.release(namespace, key)
             raise
 
     async def _refuse_disabled(self, identity: Identity, who: _Who) -> None:
@@ -713,24 +746,20 @@ class SessionService:
             leeway=self.policy.jwt_future_skew,
             max_bytes=self.policy.jwt_max_bytes,
         )
-        if self.guard is not None:
-            await self.guard.admit_institution(institution.consumer_key)
-        params = lti13.legacy_params(claims)
-        identity = lti.parse_identity(params, institution.id, from_token=False)
-        profile = lti.parse_profile(params)
-        await self._refuse_disabled(identity, who)
         # The nonce is the state's own (one each), so claiming it makes the state single-use too.
-        nonce_key = lti13.state_key(login.nonce)
+        nonce = ("lti13_nonce", lti13.state_key(login.nonce))
         keep_until = login.issued_at + self.policy.lti_state_ttl + LTI13_STATE_GRACE
-        if not await self.stores.once.claim("lti13_nonce", nonce_key, keep_until, now):
-            raise NonceReplayed()
-        try:
-            return await self._start_session(
-                institution, identity, profile, lti.launch_context(params), now, held_session_id, user_agent
-            )
-        except StoreError:
-            await self.stores.once.release("lti13_nonce", nonce_key)
-            raise
+        return await self._verified_launch(
+            institution,
+            lti13.legacy_params(claims),
+            who,
+            now,
+            nonce,
+            keep_until,
+            NonceReplayed(),
+            held_session_id,
+            user_agent,
+        )
 
     # -- terms ----------------------------------------------------------------------------
 
