@@ -24,6 +24,7 @@ from .jwks import make_jwks_fetcher
 from .middleware import AccessLogMiddleware, SecurityHeadersMiddleware
 from .problems import exception_handlers
 from .ratelimit import RateLimiter, RateLimitMiddleware
+from .router import IndexedRouter
 from .routes import routes
 
 __all__ = ["audit_sink", "build_service", "create_app"]
@@ -101,7 +102,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         logging.getLogger("commons_session").info("shut down: stores closed")
 
     app = Starlette(
-        routes=routes,
         middleware=[
             Middleware(AccessLogMiddleware),
             Middleware(SecurityHeadersMiddleware),
@@ -110,7 +110,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
-    app.router.redirect_slashes = False  # "/terms/" is a 404 problem, not a redirect
+    # "/terms/" is a 404 problem, not a redirect.
+    app.router = IndexedRouter(routes, lifespan=lifespan, redirect_slashes=False)
     app.state.settings = settings
     app.state.service = build_service(settings, stores, guard=limiter)
     return app

@@ -29,13 +29,18 @@ class Carried:
 
 def _cookie_values(headers: Headers) -> list[str]:
     """Every ``session`` cookie, including duplicates that a dict-based parser would hide."""
-    values = []
-    for header in headers.getlist("cookie"):
-        for part in header.split(";"):
-            name, sep, value = part.strip().partition("=")
-            if sep and name.strip() == COOKIE_NAME:
-                values.append(value.strip().strip('"'))
+    values: list[str] = []
+    for name, value in headers.raw:
+        if name == b"cookie":
+            _add_cookie_values(values, value.decode("latin-1"))
     return values
+
+
+def _add_cookie_values(values: list[str], header: str) -> None:
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name.strip() == COOKIE_NAME:
+            values.append(value.strip().strip('"'))
 
 
 _NO_QUERY = QueryParams()
@@ -51,17 +56,21 @@ def extract_session_id(
 ) -> Carried | None:
     """The one session id the request carries, or None. ``ConflictingSessionIds`` if carriers
     disagree. Empty values count as absent (a cleared cookie is ``session=``)."""
-    states = query.getlist("state")
+    # One pass over the raw headers (the read path's hottest loop), the query only if present.
+    cookies: list[str] = []
+    header_ids: list[str] = []
+    for name, value in headers.raw:
+        if name == b"cookie":
+            _add_cookie_values(cookies, value.decode("latin-1"))
+        elif name == b"x-session-id":
+            header_ids.append(value.decode("latin-1"))
+    candidates = [("cookie", cookies), ("header", header_ids)]
+    if query:
+        candidates += [("query", query.getlist("session-id")), ("state", query.getlist("state")[:1])]
     body_value = body.get("sessionId") if body is not None else None
-    found: list[tuple[str, str]] = []
-    for carrier, values in (
-        ("cookie", _cookie_values(headers)),
-        ("header", headers.getlist("x-session-id")),
-        ("query", query.getlist("session-id")),
-        ("state", states[:1]),
-        ("body", [body_value] if isinstance(body_value, str) else []),
-    ):
-        found.extend((carrier, v.strip()) for v in values if v and v.strip())
+    if isinstance(body_value, str):
+        candidates.append(("body", [body_value]))
+    found = [(carrier, v.strip()) for carrier, values in candidates for v in values if v and v.strip()]
     if not found:
         return None
     carrier, session_id = found[0]

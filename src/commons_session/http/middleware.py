@@ -7,6 +7,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -116,12 +117,30 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
+_Series = tuple[Callable[[float], None], Callable[[float], None]]
+
+
 class AccessLogMiddleware:
     """Per request: a request id (echoed as ``X-Request-ID`` and on every log line of the
     request), the request metrics, and one JSON access line with ids and tokens redacted."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # (method, route, status) -> its counter's inc and its histogram's observe: looking the
+        # labelled children up on every request cost more than using them.
+        self._children: dict[tuple[str, str, int], _Series] = {}
+
+    def _series(self, method: str, route: str, status: int) -> _Series:
+        key = (method, route, status)
+        found = self._children.get(key)
+        if found is None:
+            labels = (method, route, str(status))
+            found = (
+                metrics().requests.labels(*labels).inc,
+                metrics().request_seconds.labels(*labels).observe,
+            )
+            self._children[key] = found  # bounded: methods x route templates x statuses
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -147,9 +166,9 @@ class AccessLogMiddleware:
         finally:
             seconds = time.perf_counter() - start
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            labels = (method, route_template(scope), str(status))
-            metrics().requests.labels(*labels).inc()
-            metrics().request_seconds.labels(*labels).observe(seconds)
+            count, observe = self._series(method, route_template(scope), status)
+            count(1)
+            observe(seconds)
             if access_log.isEnabledFor(logging.INFO):
                 query = scope.get("query_string", b"").decode("latin-1")
                 client = scope.get("client")
