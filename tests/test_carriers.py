@@ -14,13 +14,16 @@ from typing import Any
 import httpx
 import pytest
 from starlette.datastructures import Headers, QueryParams
+from starlette.responses import Response
 
 from commons_session.config import Settings
+from commons_session.domain.ids import new_session_id
 from commons_session.domain.models import SessionRecord
 from commons_session.domain.service import Policy, SessionService
 from commons_session.domain.terms import Terms
 from commons_session.errors import ConflictingSessionIds, InvalidSession
 from commons_session.http.carriers import Carried, extract_session_id
+from commons_session.http.cookies import set_session_cookie
 from commons_session.stores.base import SessionStore, Stores
 from commons_session.stores.sqlite import SqliteStores
 
@@ -328,3 +331,22 @@ def test_extract_ignores_a_non_string_body_session_id(value: object) -> None:
 def test_extract_picks_the_session_cookie_among_others() -> None:
     headers = [("cookie", f'theme=dark; sessions=x; xsession=y; other=session=z; session="{ID_A}"; lang=en')]
     assert extract(headers=headers) == Carried(ID_A, "cookie")
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_session_cookie_header_is_the_one_starlette_writes(secure: bool) -> None:
+    """set_session_cookie writes the header by hand; it must stay what Response.set_cookie writes."""
+    settings = Settings(cookie_secure=secure, absolute_timeout=4321)
+    session_id = new_session_id()
+    ours, theirs = Response(), Response()
+    set_session_cookie(ours, session_id, settings)
+    theirs.set_cookie(
+        "session",
+        session_id,
+        max_age=4321,
+        path="/",
+        httponly=True,
+        secure=secure,
+        samesite="none" if secure else "lax",
+    )
+    assert ours.raw_headers == theirs.raw_headers
