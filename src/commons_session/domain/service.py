@@ -403,19 +403,14 @@ class SessionService:
 
     async def _create_from_jwt(self, token: str, user_agent: str | None, who: _Who) -> Issued:
         policy = self.policy
-        consumer_key = tokens.read_consumer_key(token, policy.jwt_max_bytes)
-        institution = await self.stores.records.get_institution(consumer_key)
+        parsed = tokens.parse(token, policy.jwt_max_bytes)
+        institution = await self.stores.records.get_institution(parsed.consumer_key)
         if institution is None:
             raise UnknownKey()
         who.institution_id = institution.id
         now = self.clock()
-        claims = tokens.verify_token(
-            token,
-            institution,
-            now=now,
-            max_age=policy.jwt_max_age,
-            future_skew=policy.jwt_future_skew,
-            max_bytes=policy.jwt_max_bytes,
+        claims = tokens.verify(
+            parsed, institution, now=now, max_age=policy.jwt_max_age, future_skew=policy.jwt_future_skew
         )
         if self.guard is not None:
             await self.guard.admit_institution(institution.consumer_key)
