@@ -24,6 +24,7 @@ from .sql import Row, SqlOnce, SqlRecords, SqlSessions, UniqueViolation
 __all__ = ["SqliteDatabase", "SqliteStores", "connect", "latest_version", "migrate", "schema_version"]
 
 BUSY_TIMEOUT_MS = 5_000  # how long a writer waits for another process's transaction
+MMAP_BYTES = 1 << 30  # how much of the file reads may map (SQLite's own cap is 2 GB)
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -100,6 +101,10 @@ def connect(path: str | Path) -> sqlite3.Connection:
     # can drop the last commits. docs/sessions.md says so.
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    # Read pages straight from the OS page cache instead of copying them into SQLite's 2 MB
+    # cache, which a million sessions (~1 GB) miss on nearly every lookup: 16 -> 12 µs per
+    # lookup at 1M sessions (docs/performance.md). Address space only, not memory.
+    conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES:d}")
     return conn
 
 
