@@ -12,6 +12,7 @@ machine hits every side alike. Tokens are minted before each batch, outside the 
 Usage:
   .venv/bin/python bench/ab_create.py --tree old=/tmp/base --tree new=. [--sizes 1000 1000000]
       [--calls 2000] [--rounds 5] [--op create --op read] [--cache /tmp/ab-create]
+      [--pragma "new=wal_autocheckpoint = 10000"]  (run on that tree's connection only)
 A tree is a directory holding ``src/commons_session`` (and ``tests/canvas.py``). Seeded files are
 cached under --cache per tree and size (delete them after a schema change).
 """
@@ -24,6 +25,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import random
 import secrets
 import shutil
@@ -150,7 +152,7 @@ class _Tokens:
         return out
 
 
-def worker(tree: Path, cache: Path, size: int) -> None:
+def worker(tree: Path, cache: Path, size: int, pragmas: list[str]) -> None:
     sys.path[:0] = [str(tree / "src"), str(tree)]
     import commons_session
 
@@ -171,13 +173,16 @@ def worker(tree: Path, cache: Path, size: int) -> None:
         template.unlink(missing_ok=True)
         meta_path.write_text(json.dumps(_seed(template, size)))
     meta = json.loads(meta_path.read_text())
-    work = cache / f"{size}-work.db"
+    work = cache / f"{size}-work-{os.getpid()}.db"  # one per worker: trees may share a cache
     for suffix in ("", "-wal", "-shm"):
         Path(f"{work}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(template, work)
 
     settings = Settings()
-    stores = instrument(SqliteStores(work))
+    sqlite_stores = SqliteStores(work)
+    for pragma in pragmas:  # a variant to try, e.g. "wal_autocheckpoint = 10000"
+        sqlite_stores.conn.execute(f"PRAGMA {pragma}")
+    stores = instrument(sqlite_stores)
     limiter = RateLimiter(MemoryCounter(), window=60, address_failures=10**9, institution_requests=10**9)
     service = SessionService(
         stores,
@@ -212,6 +217,8 @@ def worker(tree: Path, cache: Path, size: int) -> None:
         loop.run_until_complete(run)
         spent = time.process_time() - start
         print(f"{spent / n * 1e6:.2f}", flush=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{work}{suffix}").unlink(missing_ok=True)
 
 
 def main() -> int:
@@ -222,18 +229,30 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--op", action="append", default=[])
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ab-create")
+    parser.add_argument("--pragma", action="append", default=[], help="name=PRAGMA for that tree's worker")
     parser.add_argument("--worker", nargs=2, metavar=("TREE", "SIZE"))
     args = parser.parse_args()
     if args.worker:
         tree = Path(args.worker[0]).resolve()
-        worker(tree, args.cache / hashlib.sha256(str(tree).encode()).hexdigest()[:8], int(args.worker[1]))
+        cache = args.cache / hashlib.sha256(str(tree).encode()).hexdigest()[:8]
+        worker(tree, cache, int(args.worker[1]), args.pragma)
         return 0
     ops = args.op or ["create", "read"]
     trees = [t.split("=", 1) for t in args.tree]
     procs = {}
     for name, path in trees:
         for size in args.sizes:
-            cmd = [sys.executable, __file__, "--cache", str(args.cache), "--worker", path, str(size)]
+            pragmas = [f"--pragma={p.split('=', 1)[1]}" for p in args.pragma if p.split("=", 1)[0] == name]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--cache",
+                str(args.cache),
+                *pragmas,
+                "--worker",
+                path,
+                str(size),
+            ]
             pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
             procs[(name, size)] = subprocess.Popen(cmd, text=True, **pipes)  # type: ignore[call-overload]
     for key, proc in procs.items():

@@ -431,6 +431,26 @@ def test_accept_terms_is_idempotent_and_recorded_per_version(stores: Stores) -> 
     run(body)
 
 
+def test_find_user_accepted_answers_find_user_and_has_accepted_together(stores: Stores) -> None:
+    async def body() -> None:
+        institution = await _institution(stores)
+        identity, other = _identity(institution), _identity(institution)
+        user = await stores.records.record_launch(identity, _profile(), {}, NOW)
+        await stores.records.record_launch(other, _profile(), {}, NOW)
+        assert await stores.records.find_user_accepted(_identity(institution), "v1") is None
+        assert await stores.records.find_user_accepted(identity, "v1") == (user, False)
+
+        await stores.records.accept_terms(user.id, "v1", NOW)
+        assert await stores.records.find_user_accepted(identity, "v1") == (user, True)
+        assert await stores.records.find_user_accepted(identity, "v2") == (user, False)
+        found = await stores.records.find_user_accepted(other, "v1")
+        assert found is not None and found[0].identity == other and found[1] is False
+        disabled = await stores.records.set_user_disabled(user.id, True, NOW)
+        assert await stores.records.find_user_accepted(identity, "v1") == (disabled, True)
+
+    run(body)
+
+
 def test_set_user_disabled_marks_only_that_user_until_enabled_again(stores: Stores) -> None:
     async def body() -> None:
         institution = await _institution(stores)

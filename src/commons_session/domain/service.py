@@ -407,13 +407,14 @@ class SessionService:
         if self.guard is not None:
             await self.guard.admit_institution(institution.consumer_key)
         identity = lti.parse_identity(claims, institution.id, from_token=True)
-        user = await self.stores.records.find_user(identity)
-        if user is None:
+        found = await self.stores.records.find_user_accepted(identity, self.terms.version)
+        if found is None:
             raise NeverLaunched()
+        user, accepted = found
         who.user_id = user.id
         if user.disabled:
             raise UserDisabled()
-        if not await self.stores.records.has_accepted(user.id, self.terms.version):
+        if not accepted:
             raise TermsNotAccepted()
         # Claimed last: a token refused above stays usable for a retry.
         if policy.jwt_max_age:

@@ -76,6 +76,14 @@ class RecordStore:
         """The user with exactly this identity (institution included), or None."""
         raise NotImplementedError("subclasses of RecordStore must provide find_user()")
 
+    async def find_user_accepted(self, identity: Identity, version: str) -> tuple[User, bool] | None:
+        """``find_user`` and, for the user found, ``has_accepted(version)``: what a create from a
+        JWT asks, which a backend may answer in one query. None if there is no such user."""
+        user = await self.find_user(identity)
+        if user is None:
+            return None
+        return user, await self.has_accepted(user.id, version)
+
     async def get_user(self, user_id: str) -> User | None:
         """The user with this id, or None."""
         raise NotImplementedError("subclasses of RecordStore must provide get_user()")
