@@ -424,7 +424,7 @@ class SessionService:
         digest = tokens.token_digest(token)
         profile = _merge(lti.parse_profile(claims), user.profile)
         # The claim, the session and its audit row in one commit where the backend allows
-        # (SQLite): a third of the writes' cost, and a failed insert keeps no claim.
+        # (SQLite: one transaction instead of three), and a failed insert keeps no claim.
         async with self.stores.atomic():
             if not await self.stores.once.claim("jwt", digest, keep_until, now):
                 raise TokenReplayed()

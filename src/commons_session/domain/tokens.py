@@ -50,8 +50,8 @@ class UnverifiedToken:
     signing_input: bytes
     signature_segment: bytes
     #: Whether the header and payload were canonical base64url. A token that is not is refused
-    #: by ``verify``, not by ``parse``, so its refusal names the same reason as before: an
-    #: unknown or missing consumer key first.
+    #: by ``verify``, not by ``parse``: as with PyJWT's verifier, an unknown or missing
+    #: consumer key is the reason given first.
     canonical: bool = True
 
     @property
@@ -129,8 +129,7 @@ def _check_header(header: dict[str, Any]) -> None:
         raise MalformedToken("The JWT could not be decoded.")
     if "crit" in header or header.get("b64", True) is False:
         raise MalformedToken("The JWT could not be decoded.")
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg != "HS256":
+    if header.get("alg") != "HS256":
         raise InvalidSignature("The JWT must be signed with HS256.")
 
 

@@ -253,8 +253,8 @@ class Stores:
 
     def atomic(self) -> AbstractAsyncContextManager[None]:
         """``SessionStore.atomic`` of the sessions' backend: the session, single-use claims and,
-        where the records share that backend, audit rows written inside commit together. One
-        commit instead of one per write is what makes a create cheap on SQLite."""
+        where the records share that backend, audit rows written inside commit together (a
+        create's three writes are one SQLite transaction instead of three)."""
         return self.sessions.atomic()
 
     async def open(self) -> None:
