@@ -25,6 +25,7 @@ import jwt
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from jwt.algorithms import HMACAlgorithm
 from starlette.datastructures import Headers, QueryParams
 
 from commons_session.domain import lti, tokens
@@ -34,6 +35,7 @@ from commons_session.errors import (
     BadRequest,
     ConflictingSessionIds,
     InvalidClaims,
+    InvalidSignature,
     LaunchError,
     MalformedToken,
     TokenError,
@@ -416,6 +418,131 @@ def test_a_repeated_json_key_anywhere_is_malformed_even_when_signed(repeated: li
     with pytest.raises(MalformedToken):  # in the service's order: the key is read first
         tokens.read_consumer_key(token, MAX_BYTES)
         verify(token)
+
+
+# The verifier used PyJWT until it was replaced by ``hmac`` (docs/performance.md). PyJWT stays the
+# oracle: every token PyJWT's HS256 verifier (plus the strict JSON read of the header and payload
+# the service always did first) accepted is accepted, and everything it refused is refused, for
+# the same reason, except a ``crit`` header, which is now refused whatever it lists.
+
+
+class _OracleHS256(HMACAlgorithm):
+    def __init__(self) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+
+    def check_key_length(self, key: bytes) -> str | None:
+        return None
+
+
+_ORACLE = jwt.PyJWS(algorithms=["HS256"])
+_ORACLE.unregister_algorithm("HS256")
+_ORACLE.register_algorithm("HS256", _OracleHS256())
+
+
+def _oracle(token: str, secrets: tuple[str, ...]) -> str:
+    """What the PyJWT-based verifier said: "ok" or the name of the error it raised."""
+    from commons_session.domain.strict_json import json_object
+
+    def lenient(segment: str) -> bytes:
+        try:
+            return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedToken() from exc
+
+    try:
+        if len(token) > MAX_BYTES:
+            raise TokenTooLarge()
+        parts = token.split(".")
+        if not token.isascii() or len(parts) != 3 or not all(parts[:2]):
+            raise MalformedToken()
+        header = json_object(lenient(parts[0]), "header", MalformedToken)
+        payload = json_object(lenient(parts[1]), "payload", MalformedToken)
+        key = payload.get("consumer_key")
+        if not isinstance(key, str) or not key or not key.isprintable():
+            raise InvalidClaims()
+        if "crit" in header:  # the one deliberate difference, refused with PyJWT's header checks
+            raise MalformedToken()
+        for secret in secrets:
+            try:
+                raw = _ORACLE.decode_complete(token, secret, algorithms=["HS256"])["payload"]
+                break
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.InvalidAlgorithmError as exc:
+                raise InvalidSignature() from exc
+            except jwt.PyJWTError as exc:
+                raise MalformedToken() from exc
+        else:
+            raise InvalidSignature()
+        json_object(raw, "payload", MalformedToken)
+    except TOKEN_ERRORS as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+def _ours(token: str, secrets: tuple[str, ...]) -> str:
+    institution = Institution(7, INSTITUTION.consumer_key, "U", secrets)
+    try:
+        tokens.read_consumer_key(token, MAX_BYTES)
+        # Far from any time limit: only the signature and the header decide.
+        tokens.verify_token(token, institution, now=NOW, max_age=0, future_skew=10**12, max_bytes=MAX_BYTES)
+    except TOKEN_ERRORS as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+_HEADERS: st.SearchStrategy[dict[str, Any]] = st.one_of(
+    _HOSTILE_HEADERS,
+    st.fixed_dictionaries(
+        {"alg": st.sampled_from(["HS256", "HS256 ", "hs256", "", None, 256, ["HS256"]])},
+        optional={
+            "typ": st.sampled_from(["JWT", "jwt", "at+jwt", 1, None]),
+            "kid": st.sampled_from(["k1", 7, None, ["k"], ""]),
+            "crit": st.sampled_from([["b64"], [], "b64", ["exp"], [1]]),
+            "b64": st.sampled_from([True, False, "false", 0, None]),
+        },
+    ),
+)
+
+
+def _respell(segment: str, data: st.DataObject) -> str:
+    """The same bytes or nearly: padded, with stray bits in the last character, or a character
+    outside base64url."""
+    kind = data.draw(st.sampled_from(["pad", "bits", "alphabet", "as is"]))
+    if kind == "pad":
+        return segment + data.draw(st.sampled_from(["=", "==", "===", "===="]))
+    if kind == "bits" and segment:
+        last = B64URL.index(segment[-1])
+        return segment[:-1] + B64URL[(last + data.draw(st.integers(1, 3))) % 64]
+    if kind == "alphabet" and segment:
+        i = data.draw(st.integers(0, len(segment) - 1))
+        return segment[:i] + data.draw(st.sampled_from("+/= \n%")) + segment[i + 1 :]
+    return segment
+
+
+@FAST
+@given(st.data())
+def test_the_verifier_accepts_and_refuses_exactly_what_pyjwt_did(data: st.DataObject) -> None:
+    secrets = data.draw(st.sampled_from([(SECRET,), (OTHER_SECRET, SECRET), (OTHER_SECRET,)]))
+    payload = {"consumer_key": INSTITUTION.consumer_key, "iat": int(NOW), "user_id": "u"}
+    token = hs256(data.draw(_HEADERS), payload, data.draw(st.sampled_from([SECRET, OTHER_SECRET])))
+    segments = token.split(".")
+    which = data.draw(st.sampled_from([None, 0, 1, 2]))
+    if which is not None:
+        segments[which] = _respell(segments[which], data)
+    token = ".".join(segments)
+    if data.draw(st.booleans()):
+        token = _mutate(token, data) if token.count(".") == 2 else token
+    assert _ours(token, secrets) == _oracle(token, secrets), token
+
+
+def test_a_canonical_token_from_pyjwt_verifies_with_the_current_or_the_previous_secret() -> None:
+    token = canvas_token()
+    assert _ours(token, (SECRET,)) == _oracle(token, (SECRET,)) == "ok"
+    assert _ours(token, (OTHER_SECRET, SECRET)) == "ok"
+    padded = ".".join(s + "=" * (-len(s) % 4) for s in token.split("."))
+    assert _ours(padded, (SECRET,)) == _oracle(padded, (SECRET,)) == "ok"  # PyJWT allowed padding
+    assert _ours(token, (OTHER_SECRET,)) == "InvalidSignature"
 
 
 # -- the LTI 1.1 launch -------------------------------------------------------------------------

@@ -431,6 +431,26 @@ def test_accept_terms_is_idempotent_and_recorded_per_version(stores: Stores) -> 
     run(body)
 
 
+def test_find_user_accepted_answers_find_user_and_has_accepted_together(stores: Stores) -> None:
+    async def body() -> None:
+        institution = await _institution(stores)
+        identity, other = _identity(institution), _identity(institution)
+        user = await stores.records.record_launch(identity, _profile(), {}, NOW)
+        await stores.records.record_launch(other, _profile(), {}, NOW)
+        assert await stores.records.find_user_accepted(_identity(institution), "v1") is None
+        assert await stores.records.find_user_accepted(identity, "v1") == (user, False)
+
+        await stores.records.accept_terms(user.id, "v1", NOW)
+        assert await stores.records.find_user_accepted(identity, "v1") == (user, True)
+        assert await stores.records.find_user_accepted(identity, "v2") == (user, False)
+        found = await stores.records.find_user_accepted(other, "v1")
+        assert found is not None and found[0].identity == other and found[1] is False
+        disabled = await stores.records.set_user_disabled(user.id, True, NOW)
+        assert await stores.records.find_user_accepted(identity, "v1") == (disabled, True)
+
+    run(body)
+
+
 def test_set_user_disabled_marks_only_that_user_until_enabled_again(stores: Stores) -> None:
     async def body() -> None:
         institution = await _institution(stores)
@@ -1058,3 +1078,58 @@ def test_closing_twice_is_safe(stores: Stores) -> None:
 
 def test_ping_answers_on_an_open_store(stores: Stores) -> None:
     run(stores.ping)  # raises StoreUnavailable if a backing store cannot answer
+
+
+# -- Stores.atomic --------------------------------------------------------------------------
+
+#: The backend that commits a scope's writes together (the others keep each write on its own).
+grouping = pytest.mark.parametrize("stores", ["sqlite"], indirect=True)
+
+
+def test_writes_inside_atomic_are_all_kept_when_it_ends(stores: Stores) -> None:
+    async def body() -> None:
+        key = secrets.token_hex(20)
+        session_id, record = _session(user_id="atomic")
+        async with stores.atomic():
+            assert await stores.once.claim("jwt", key, NOW + 100, NOW) is True
+            await stores.sessions.create(record)
+            assert await stores.sessions.get(record.id_hash) == record  # read back inside, too
+            await stores.records.add_audit_event(_event(user_id="atomic"))
+        assert await stores.sessions.get(hash_id(session_id)) == record
+        assert await stores.once.claim("jwt", key, NOW + 100, NOW) is False
+        assert await stores.records.list_audit_events(user_id="atomic") == [_event(user_id="atomic")]
+
+    run(body)
+
+
+@grouping
+def test_a_scope_that_raises_keeps_none_of_its_writes(stores: Stores) -> None:
+    async def body() -> None:
+        key = secrets.token_hex(20)
+        _, record = _session(user_id="undone")
+        with pytest.raises(CreateError):
+            async with stores.atomic():
+                assert await stores.once.claim("jwt", key, NOW + 100, NOW) is True
+                await stores.sessions.create(record)
+                await stores.records.add_audit_event(_event(user_id="undone"))
+                await stores.sessions.create(record)  # the same id again: CreateError
+        assert await stores.sessions.get(record.id_hash) is None
+        assert await stores.once.claim("jwt", key, NOW + 100, NOW) is True
+        assert await stores.records.list_audit_events(user_id="undone") == []
+
+    run(body)
+
+
+def test_a_failed_statement_caught_inside_atomic_leaves_the_other_writes(stores: Stores) -> None:
+    async def body() -> None:
+        _, first = _session(user_id="kept")
+        _, clash = _session(user_id="clash")
+        async with stores.atomic():
+            await stores.sessions.create(first)
+            with pytest.raises(CreateError):
+                await stores.sessions.create(SessionRecord(**{**_fields(clash), "id_hash": first.id_hash}))
+            await stores.records.add_audit_event(_event(user_id="kept"))
+        assert await stores.sessions.get(first.id_hash) == first
+        assert len(await stores.records.list_audit_events(user_id="kept")) == 1
+
+    run(body)

@@ -387,14 +387,6 @@ class SessionService:
                 via="jwt",
             )
             raise
-        record = issued.record
-        await self._emit(
-            "session_created",
-            "jwt",
-            user_id=record.user_id,
-            institution_id=record.institution_id,
-            id_hash=record.id_hash,
-        )
         if held_session_id and is_well_formed(held_session_id):
             held = await self.stores.sessions.get(hash_id(held_session_id))
             if held is not None and await self.stores.sessions.delete(held.id_hash):
@@ -403,30 +395,26 @@ class SessionService:
 
     async def _create_from_jwt(self, token: str, user_agent: str | None, who: _Who) -> Issued:
         policy = self.policy
-        consumer_key = tokens.read_consumer_key(token, policy.jwt_max_bytes)
-        institution = await self.stores.records.get_institution(consumer_key)
+        parsed = tokens.parse(token, policy.jwt_max_bytes)
+        institution = await self.stores.records.get_institution(parsed.consumer_key)
         if institution is None:
             raise UnknownKey()
         who.institution_id = institution.id
         now = self.clock()
-        claims = tokens.verify_token(
-            token,
-            institution,
-            now=now,
-            max_age=policy.jwt_max_age,
-            future_skew=policy.jwt_future_skew,
-            max_bytes=policy.jwt_max_bytes,
+        claims = tokens.verify(
+            parsed, institution, now=now, max_age=policy.jwt_max_age, future_skew=policy.jwt_future_skew
         )
         if self.guard is not None:
             await self.guard.admit_institution(institution.consumer_key)
         identity = lti.parse_identity(claims, institution.id, from_token=True)
-        user = await self.stores.records.find_user(identity)
-        if user is None:
+        found = await self.stores.records.find_user_accepted(identity, self.terms.version)
+        if found is None:
             raise NeverLaunched()
+        user, accepted = found
         who.user_id = user.id
         if user.disabled:
             raise UserDisabled()
-        if not await self.stores.records.has_accepted(user.id, self.terms.version):
+        if not accepted:
             raise TermsNotAccepted()
         # Claimed last: a token refused above stays usable for a retry.
         if policy.jwt_max_age:
@@ -434,15 +422,26 @@ class SessionService:
         else:
             keep_until = now + policy.jwt_replay_retention
         digest = tokens.token_digest(token)
-        if not await self.stores.once.claim("jwt", digest, keep_until, now):
-            raise TokenReplayed()
-        try:
-            return await self._issue(
-                user, _merge(lti.parse_profile(claims), user.profile), institution, user_agent
+        profile = _merge(lti.parse_profile(claims), user.profile)
+        # The claim, the session and its audit row in one commit where the backend allows
+        # (SQLite: one transaction instead of three), and a failed insert keeps no claim.
+        async with self.stores.atomic():
+            if not await self.stores.once.claim("jwt", digest, keep_until, now):
+                raise TokenReplayed()
+            try:
+                issued = await self._issue(user, profile, institution, user_agent)
+            except BaseException:
+                await self.stores.once.release("jwt", digest)
+                raise
+            record = issued.record
+            await self._emit(
+                "session_created",
+                "jwt",
+                user_id=record.user_id,
+                institution_id=record.institution_id,
+                id_hash=record.id_hash,
             )
-        except BaseException:
-            await self.stores.once.release("jwt", digest)
-            raise
+        return issued
 
     # -- LTI 1.1 launch -------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ Times are POSIX seconds (floats) from the caller's clock; stores never read the 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from ..domain.audit import AuditEvent
@@ -73,6 +75,14 @@ class RecordStore:
     async def find_user(self, identity: Identity) -> User | None:
         """The user with exactly this identity (institution included), or None."""
         raise NotImplementedError("subclasses of RecordStore must provide find_user()")
+
+    async def find_user_accepted(self, identity: Identity, version: str) -> tuple[User, bool] | None:
+        """``find_user`` and, for the user found, ``has_accepted(version)``: what a create from a
+        JWT asks, which a backend may answer in one query. None if there is no such user."""
+        user = await self.find_user(identity)
+        if user is None:
+            return None
+        return user, await self.has_accepted(user.id, version)
 
     async def get_user(self, user_id: str) -> User | None:
         """The user with this id, or None."""
@@ -151,7 +161,22 @@ class RecordStore:
         raise NotImplementedError("subclasses of RecordStore must provide remove_lti13_registration()")
 
 
+@asynccontextmanager
+async def _one_by_one() -> AsyncIterator[None]:
+    yield
+
+
 class SessionStore:
+    def atomic(self) -> AbstractAsyncContextManager[None]:
+        """A scope whose writes, through every role this backend serves, commit together when
+        it ends, or not at all if it raises. The default has none: each write stands on its own
+        as outside the scope, so a caller still undoes what it must (``OnceStore.release``).
+
+        Inside, await only this backend's store calls: a backend may hold its write lock for
+        the whole scope, and a statement from another task while it is open is a bug (SQLite
+        refuses it)."""
+        return _one_by_one()
+
     async def create(self, session: SessionRecord) -> None:
         """Store a new session. Raises ``CreateError`` if ``id_hash`` is already stored."""
         raise NotImplementedError("subclasses of SessionStore must provide create()")
@@ -225,6 +250,12 @@ class Stores:
         self.records = records
         self.sessions = sessions
         self.once = once
+
+    def atomic(self) -> AbstractAsyncContextManager[None]:
+        """``SessionStore.atomic`` of the sessions' backend: the session, single-use claims and,
+        where the records share that backend, audit rows written inside commit together (a
+        create's three writes are one SQLite transaction instead of three)."""
+        return self.sessions.atomic()
 
     async def open(self) -> None:
         """Connect and apply pending migrations. Raises ``SchemaTooNew`` for a database that a

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
@@ -38,6 +38,7 @@ from .base import OnceStore, RecordStore, SessionStore
 __all__ = ["Database", "SqlOnce", "SqlRecords", "SqlSessions", "UniqueViolation"]
 
 Row = Sequence[Any]
+T = TypeVar("T")
 
 
 class UniqueViolation(Exception):
@@ -139,6 +140,35 @@ def session_from_row(row: Row) -> SessionRecord:
     )
 
 
+class _RowMemo(Generic[T]):
+    """What a row converts to, for rows seen lately. The institution and the user are read on
+    every create, and converting their rows (parsing the JSON in them) costs as much as the
+    lookups; the objects are frozen, and keyed by the whole row, so a row that changed (a new
+    secret, a disabled user) is converted afresh. Bounded: the oldest go first."""
+
+    def __init__(self, convert: Callable[[Row], T], size: int = 1_024) -> None:
+        self.convert = convert
+        self.size = size
+        self.seen: dict[Row, T] = {}
+
+    def __call__(self, row: Row) -> T:
+        try:
+            return self.seen[row]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable: PostgreSQL hands JSONB columns back as dicts
+            return self.convert(row)
+        value = self.convert(row)
+        if len(self.seen) >= self.size:
+            del self.seen[next(iter(self.seen))]
+        self.seen[row] = value
+        return value
+
+
+_institution = _RowMemo(institution_from_row)
+_user = _RowMemo(user_from_row)
+
+
 def audit_event_from_row(row: Row) -> AuditEvent:
     return AuditEvent(
         at=float(row[0]),
@@ -170,23 +200,23 @@ class SqlRecords(_SqlStore, RecordStore):
                 f"An institution with consumer key {consumer_key!r} already exists."
             ) from exc
         assert row is not None
-        return institution_from_row(row)
+        return _institution(row)
 
     async def get_institution(self, consumer_key: str) -> Institution | None:
         row = await self.db.fetchone(
             f"SELECT {INSTITUTION_COLUMNS} FROM institutions WHERE consumer_key = ?", (consumer_key,)
         )
-        return None if row is None else institution_from_row(row)
+        return None if row is None else _institution(row)
 
     async def list_institutions(self) -> list[Institution]:
         rows = await self.db.fetchall(f"SELECT {INSTITUTION_COLUMNS} FROM institutions ORDER BY consumer_key")
-        return [institution_from_row(r) for r in rows]
+        return [_institution(r) for r in rows]
 
     async def _change(self, consumer_key: str, sql: str, params: tuple[Any, ...] = ()) -> Institution:
         row = await self.db.fetchone(sql + f" RETURNING {INSTITUTION_COLUMNS}", (*params, consumer_key))
         if row is None:
             raise InstitutionNotFound(f"No institution has consumer key {consumer_key!r}.")
-        return institution_from_row(row)
+        return _institution(row)
 
     async def remove_institution(self, consumer_key: str) -> Institution:
         return await self._change(consumer_key, "DELETE FROM institutions WHERE consumer_key = ?")
@@ -236,7 +266,7 @@ class SqlRecords(_SqlStore, RecordStore):
                 "INSERT INTO launches (user_id, launched_at, context) VALUES (?, ?, ?)",
                 (row[0], now, json.dumps(context)),
             )
-        return user_from_row(row)
+        return _user(row)
 
     async def find_user(self, identity: Identity) -> User | None:
         row = await self.db.fetchone(
@@ -244,11 +274,20 @@ class SqlRecords(_SqlStore, RecordStore):
             " WHERE institution_id = ? AND consumer_guid = ? AND lti_user_id = ?",
             (identity.institution_id, identity.tool_consumer_instance_guid, identity.lti_user_id),
         )
-        return None if row is None else user_from_row(row)
+        return None if row is None else _user(row)
+
+    async def find_user_accepted(self, identity: Identity, version: str) -> tuple[User, bool] | None:
+        row = await self.db.fetchone(
+            f"SELECT {USER_COLUMNS}, EXISTS (SELECT 1 FROM terms_acceptances t"
+            " WHERE t.user_id = users.id AND t.version = ?) FROM users"
+            " WHERE institution_id = ? AND consumer_guid = ? AND lti_user_id = ?",
+            (version, identity.institution_id, identity.tool_consumer_instance_guid, identity.lti_user_id),
+        )
+        return None if row is None else (_user(tuple(row[:-1])), bool(row[-1]))
 
     async def get_user(self, user_id: str) -> User | None:
         row = await self.db.fetchone(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
-        return None if row is None else user_from_row(row)
+        return None if row is None else _user(row)
 
     async def count_launches(self, user_id: str) -> int:
         row = await self.db.fetchone("SELECT count(*) FROM launches WHERE user_id = ?", (user_id,))
@@ -274,7 +313,7 @@ class SqlRecords(_SqlStore, RecordStore):
         )
         if row is None:
             raise UserNotFound(f"No user has id {user_id!r}.")
-        return user_from_row(row)
+        return _user(row)
 
     async def add_audit_event(self, event: AuditEvent) -> None:
         await self.db.execute(
@@ -416,7 +455,7 @@ class SqlSessions(_SqlStore, SessionStore):
                     session.id_hash,
                     session.user_id,
                     session.institution_id,
-                    json.dumps(session.contents),
+                    orjson.dumps(session.contents).decode(),
                     session.created_at,
                     session.last_seen_at,
                     session.expires_at,
