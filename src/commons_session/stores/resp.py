@@ -18,8 +18,9 @@ once, and its future appended to a FIFO; replies resolve the futures in order.
   the first command of each connection (RESP2, no HELLO). TLS (``rediss://``), Cluster and URLs
   with options in a query string stay on redis-py (``stores/redis.py`` chooses); ``lean_url``
   says which URLs this client takes.
-- **Loops**: the connection opens lazily in the running loop on first use, and is replaced if a
-  later command runs in another loop (a store built outside any loop, or tests with a loop each).
+- **Loops**: the connection opens lazily in the running loop on first use (a store is built
+  before the server's loop runs), and a command in another loop opens one of its own; close the
+  client in each loop that used it (as ``asyncio.run`` per CLI command does with the stores).
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self.timeout = timeout
         self.closed = False
+        self.why = ""  # why it closed
         self.lost: asyncio.Future[None] = loop.create_future()
         self._transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader(replyError=ReplyError)
@@ -153,6 +155,8 @@ class _Connection(asyncio.Protocol):
     def send(self, data: bytes, count: int = 1, *, handshake: bool = False) -> asyncio.Future[Any]:
         """Write ``count`` packed commands at once; the future gets the reply (a list of
         ``count`` replies when ``count`` > 1)."""
+        if self.closed:  # e.g. AUTH was refused between the connect and this caller's turn
+            raise StoreUnavailable(self.why)
         future = None if handshake else self.loop.create_future()
         deadline = self.loop.time() + self.timeout
         self._pending.append(_Call(future, deadline, count))
@@ -176,11 +180,12 @@ class _Connection(asyncio.Protocol):
     def abort(self, why: str) -> None:
         """Tear the connection down now; every pending request fails with ``StoreUnavailable``."""
         self._fail(why)
-        if self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.abort()
 
     def _fail(self, why: str) -> None:
-        self.closed = True
+        if not self.closed:
+            self.closed, self.why = True, why
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
