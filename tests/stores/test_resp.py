@@ -126,6 +126,24 @@ def test_a_cancelled_caller_leaves_the_replies_of_the_others_in_place(
     run(body)
 
 
+def test_closing_while_the_connection_opens_leaves_none_open(
+    run: Run[None], server: RedisServer, admin: redis.Redis
+) -> None:
+    client = LeanRedis(server.url, timeout=5)
+
+    async def body() -> None:
+        pending = asyncio.ensure_future(client.execute("PING"))
+        await asyncio.sleep(0)  # its connection is being opened
+        await client.close()
+        await asyncio.gather(pending, return_exceptions=True)
+
+    run(body)
+    deadline = time.monotonic() + 2
+    while len(admin.client_list()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [c["name"] for c in admin.client_list()] == [""], "only the admin's own connection is left"
+
+
 # -- bounds and outages ---------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ once, and its future appended to a FIFO; replies resolve the futures in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -287,7 +288,12 @@ class LeanRedis:
 
     async def close(self) -> None:
         """Drop the connection (pending commands fail). A later command opens a new one."""
+        loop = asyncio.get_running_loop()
+        opening = self._opening
+        if opening is not None and opening.get_loop() is loop:  # else it would outlive the close
+            with contextlib.suppress(Exception):
+                await asyncio.shield(opening)
         conn, self._conn = self._conn, None
-        if conn is not None and conn.loop is asyncio.get_running_loop():
+        if conn is not None and conn.loop is loop:
             conn.abort("the Redis client was closed")
             await conn.lost
