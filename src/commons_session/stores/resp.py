@@ -10,7 +10,10 @@ once, and its future appended to a FIFO; replies resolve the futures in order.
   watches the oldest pending command (replies come in order, so it is the first to expire); when
   it expires, the connection is torn down, because after a lost reply the FIFO can no longer be
   trusted. Every pending command then fails with ``StoreUnavailable`` and the next command
-  reconnects.
+  reconnects. (A ``call_at`` handle per command, cancelled on its reply, measured ~3 µs more per
+  command than this one timer; redis-py's timeout task per command costs more still.)
+- **No retries**: a command whose connection fails is not sent again: a script that counts or
+  claims may have run before its reply was lost.
 - **Failures**: refused, reset or closed connections and timeouts raise ``StoreUnavailable``;
   replies that mean "not now" (``LOADING``, ``READONLY``, ``MASTERDOWN``, ``TRYAGAIN``) too.
   Any other error reply (``WRONGTYPE``, a script error) raises ``ReplyError``.
