@@ -12,15 +12,20 @@ Layout (every key has a TTL; nothing scans the keyspace or listens to keyspace e
 
 Each operation touches one key atomically (a Lua script or a single command), so the layout works
 on a cluster without hash tags; the index set is updated beside it, not atomically with it.
+
+Clients: the stores speak to Redis through ``Commands`` (a command, a pipeline, a script). A
+standalone ``redis://`` URL gets ``resp.LeanRedis`` (one pipelined connection per process: the
+hot path, see its docstring); ``redis+cluster://`` (slot routing, MOVED), ``rediss://`` and URLs
+with options get redis-py behind the same three calls (``RedisPy``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -31,8 +36,9 @@ from ..domain.models import SessionRecord
 from ..errors import CreateError, StoreUnavailable
 from .base import OnceStore, RecordStore, SessionStore, Stores
 from .counters import Count, HitCounter
+from .resp import Arg, LeanRedis, ReplyError, Script, lean_url
 
-__all__ = ["RedisCounter", "RedisOnce", "RedisSessions", "RedisStores"]
+__all__ = ["Commands", "RedisCounter", "RedisOnce", "RedisPy", "RedisSessions", "RedisStores", "connect"]
 
 Client = aioredis.Redis | RedisCluster
 
@@ -50,22 +56,73 @@ _UNAVAILABLE = (
 
 @contextmanager
 def _translated() -> Iterator[None]:
+    """redis-py's errors as LeanRedis raises them: ``StoreUnavailable`` or ``ReplyError``."""
     try:
         yield
     except _UNAVAILABLE as exc:
         raise StoreUnavailable() from exc
+    except redis_errors.ResponseError as exc:
+        raise ReplyError(str(exc)) from exc
 
 
-_CREATE = """
+class Commands(Protocol):
+    """What the stores need from a Redis client. Replies are RESP2's: bytes, int, None, lists.
+    Failures raise ``StoreUnavailable`` (unreachable, timed out, not serving now) or
+    ``ReplyError`` (any other error reply)."""
+
+    async def execute(self, *args: Arg) -> Any: ...
+
+    async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]: ...
+
+    async def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+class RedisPy:
+    """``Commands`` on redis-py, for what LeanRedis does not do: Cluster (slot routing, MOVED,
+    a pipeline split by node), TLS and URL options."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._scripts: dict[str, Any] = {}
+
+    async def execute(self, *args: Arg) -> Any:
+        with _translated():
+            return await self.client.execute_command(*args)
+
+    async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        with _translated():
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute())
+
+    async def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        registered = self._scripts.get(script.sha)
+        if registered is None:  # redis-py's EVALSHA with the fallback to EVAL (and cluster routing)
+            registered = self._scripts[script.sha] = self.client.register_script(script.text)
+        with _translated():
+            return await registered(keys=list(keys), args=list(args))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _commands(client: Commands | Client) -> Commands:
+    return RedisPy(client) if isinstance(client, aioredis.Redis | RedisCluster) else client
+
+
+_CREATE = Script("""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'u', ARGV[1], 'i', ARGV[2], 'c', ARGV[3], 'ca', ARGV[4],
            'ls', ARGV[5], 'ea', ARGV[6], 'ua', ARGV[7])
 redis.call('PEXPIREAT', KEYS[1], ARGV[8])
 return 1
-"""
+""")
 
 # Never recreates a session: a missing key means it ended, and stays ended.
-_TOUCH = """
+_TOUCH = Script("""
 local ea = redis.call('HGET', KEYS[1], 'ea')
 if not ea then return 0 end
 local seen = tonumber(redis.call('HGET', KEYS[1], 'ls'))
@@ -76,7 +133,7 @@ if now > seen then
 end
 redis.call('PEXPIREAT', KEYS[1], math.floor(math.min(tonumber(ea), seen + tonumber(ARGV[2])) * 1000))
 return 1
-"""
+""")
 
 _FIELDS = ("u", "i", "c", "ca", "ls", "ea", "ua")
 
@@ -90,11 +147,9 @@ def _ms(ts: float) -> int:
 
 
 class RedisSessions(SessionStore):
-    def __init__(self, client: Client, idle_timeout: float) -> None:
-        self.client = client
+    def __init__(self, client: Commands | Client, idle_timeout: float) -> None:
+        self.client = _commands(client)
         self.idle_timeout = idle_timeout
-        self._create = client.register_script(_CREATE)
-        self._touch = client.register_script(_TOUCH)
 
     @staticmethod
     def _key(id_hash: bytes) -> str:
@@ -102,35 +157,37 @@ class RedisSessions(SessionStore):
 
     async def create(self, session: SessionRecord) -> None:
         ends = min(session.expires_at, session.last_seen_at + self.idle_timeout)
-        with _translated():
-            created = await self._create(
-                keys=[self._key(session.id_hash)],
-                args=[
-                    session.user_id,
-                    session.institution_id,
-                    json.dumps(session.contents),
-                    repr(session.created_at),
-                    repr(session.last_seen_at),
-                    repr(session.expires_at),
-                    session.user_agent or "",
-                    _ms(ends),
-                ],
-            )
-            if not created:
-                raise CreateError("A session with this id already exists.")
-            # One round trip for both index sets (a cluster pipeline splits it by node): each
-            # command costs the client more CPU than Redis spends on it (docs/performance.md).
-            pipe = self.client.pipeline(transaction=False)
-            for index in (f"cs:i:{session.institution_id}", f"cs:u:{session.user_id}"):
-                pipe.sadd(index, session.id_hash.hex())
-                # NX sets the first TTL, GT only ever pushes it later.
-                pipe.pexpireat(index, _ms(session.expires_at), nx=True)
-                pipe.pexpireat(index, _ms(session.expires_at), gt=True)
-            await pipe.execute()
+        created = await self.client.script(
+            _CREATE,
+            [self._key(session.id_hash)],
+            [
+                session.user_id,
+                session.institution_id,
+                json.dumps(session.contents),
+                repr(session.created_at),
+                repr(session.last_seen_at),
+                repr(session.expires_at),
+                session.user_agent or "",
+                _ms(ends),
+            ],
+        )
+        if not created:
+            raise CreateError("A session with this id already exists.")
+        # One round trip for both index sets (a cluster pipeline splits it by node): each
+        # command costs the client more CPU than Redis spends on it (docs/performance.md).
+        member, expires = session.id_hash.hex(), _ms(session.expires_at)
+        commands: list[tuple[Arg, ...]] = []
+        for index in (f"cs:i:{session.institution_id}", f"cs:u:{session.user_id}"):
+            # NX sets the first TTL, GT only ever pushes it later.
+            commands += [
+                ("SADD", index, member),
+                ("PEXPIREAT", index, expires, "NX"),
+                ("PEXPIREAT", index, expires, "GT"),
+            ]
+        await self.client.pipeline(commands)
 
     async def get(self, id_hash: bytes) -> SessionRecord | None:
-        with _translated():
-            values = await self.client.hmget(self._key(id_hash), list(_FIELDS))
+        values = await self.client.execute("HMGET", "cs:s:" + id_hash.hex(), *_FIELDS)
         if values[0] is None:
             return None
         user, institution, contents, created, seen, expires, agent = (_text(v) for v in values)
@@ -146,26 +203,22 @@ class RedisSessions(SessionStore):
         )
 
     async def touch(self, id_hash: bytes, last_seen_at: float) -> bool:
-        with _translated():
-            return bool(
-                await self._touch(keys=[self._key(id_hash)], args=[repr(last_seen_at), self.idle_timeout])
-            )
+        return bool(
+            await self.client.script(_TOUCH, [self._key(id_hash)], [repr(last_seen_at), self.idle_timeout])
+        )
 
     async def delete(self, id_hash: bytes) -> bool:
-        with _translated():
-            return bool(await self.client.delete(self._key(id_hash)))
+        return bool(await self.client.execute("DEL", self._key(id_hash)))
 
     async def _members(self, index: str) -> list[bytes]:
-        with _translated():
-            return sorted(bytes.fromhex(_text(m)) for m in await self.client.smembers(index))
+        return sorted(bytes.fromhex(_text(m)) for m in await self.client.execute("SMEMBERS", index))
 
     async def _delete_all(self, index: str, keep: bytes | None = None) -> int:
         ended = 0
-        with _translated():
-            for id_hash in await self._members(index):
-                if id_hash != keep:  # one key at a time: each lives in its own cluster slot
-                    ended += await self.client.delete(self._key(id_hash))
-                    await self.client.srem(index, id_hash.hex())
+        for id_hash in await self._members(index):
+            if id_hash != keep:  # one key at a time: each lives in its own cluster slot
+                ended += await self.client.execute("DEL", self._key(id_hash))
+                await self.client.execute("SREM", index, id_hash.hex())
         return ended
 
     async def delete_for_institution(self, institution_id: int) -> int:
@@ -179,8 +232,7 @@ class RedisSessions(SessionStore):
         for id_hash in await self._members(index):
             record = await self.get(id_hash)
             if record is None:
-                with _translated():
-                    await self.client.srem(index, id_hash.hex())  # its TTL ended it
+                await self.client.execute("SREM", index, id_hash.hex())  # its TTL ended it
             else:
                 found.append(record)
         return sorted(found, key=lambda r: r.created_at)
@@ -197,30 +249,23 @@ class RedisSessions(SessionStore):
 
 
 class RedisOnce(OnceStore):
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, client: Commands | Client) -> None:
+        self.client = _commands(client)
 
     async def claim(self, namespace: str, key: str, expires_at: float, now: float) -> bool:
-        with _translated():
-            return bool(
-                await self.client.set(
-                    f"cs:o:{namespace}:{key}", b"1", nx=True, pxat=_ms(max(expires_at, now + 0.001))
-                )
-            )
+        pxat = _ms(max(expires_at, now + 0.001))
+        return bool(await self.client.execute("SET", f"cs:o:{namespace}:{key}", b"1", "NX", "PXAT", pxat))
 
     async def put(self, namespace: str, key: str, value: str, expires_at: float) -> None:
-        with _translated():
-            await self.client.set(f"cs:v:{namespace}:{key}", value.encode(), pxat=_ms(expires_at))
+        await self.client.execute("SET", f"cs:v:{namespace}:{key}", value.encode(), "PXAT", _ms(expires_at))
 
     async def get(self, namespace: str, key: str, now: float) -> str | None:
         """Redis drops the key at its expiry; ``now`` is not needed."""
-        with _translated():
-            value = await self.client.get(f"cs:v:{namespace}:{key}")
+        value = await self.client.execute("GET", f"cs:v:{namespace}:{key}")
         return None if value is None else _text(value)
 
     async def release(self, namespace: str, key: str) -> None:
-        with _translated():
-            await self.client.delete(f"cs:o:{namespace}:{key}")
+        await self.client.execute("DEL", f"cs:o:{namespace}:{key}")
 
     async def purge_expired(self, now: float, limit: int = 1_000) -> int:
         """Markers expire by TTL; there is nothing to purge."""
@@ -230,7 +275,7 @@ class RedisOnce(OnceStore):
 # One key per counter, so it works on a cluster. The window starts with the first hit; a key
 # found without a TTL (a crash between INCR and PEXPIRE cannot happen in a script, but an
 # operator's SET can) gets one. A negative amount never creates a counter.
-_HIT = """
+_HIT = Script("""
 local amount = tonumber(ARGV[2])
 if amount < 0 and redis.call('EXISTS', KEYS[1]) == 0 then return {0, tonumber(ARGV[1])} end
 local hits = redis.call('INCRBY', KEYS[1], amount)
@@ -240,7 +285,7 @@ if ttl < 0 then
   ttl = tonumber(ARGV[1])
 end
 return {hits, ttl}
-"""
+""")
 
 
 class RedisCounter(HitCounter):
@@ -248,32 +293,32 @@ class RedisCounter(HitCounter):
 
     def __init__(self, url: str, timeout: float = 2.0) -> None:
         self.client = connect(url, timeout)
-        self._hit = self.client.register_script(_HIT)
 
     async def hit(self, key: str, window: float, amount: int = 1) -> Count:
-        with _translated():
-            hits, ttl_ms = await self._hit(keys=["cs:rl:" + key], args=[_ms(window), amount])
+        hits, ttl_ms = await self.client.script(_HIT, ["cs:rl:" + key], [_ms(window), amount])
         return Count(int(hits), max(1, math.ceil(int(ttl_ms) / 1000)))
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
 
 POOL_SIZE = 100  # Redis connections per process (per node of a cluster: redis-py's own default)
 
 
-def connect(url: str, timeout: float) -> Client:
-    """``redis://`` for a standalone server, ``redis+cluster://`` for a Redis Cluster (any one
-    node; the client discovers the rest)."""
+def connect(url: str, timeout: float) -> Commands:
+    """``redis://`` for a standalone server (LeanRedis), ``redis+cluster://`` for a Redis Cluster
+    (any one node; redis-py discovers the rest); ``rediss://`` and URL options via redis-py."""
+    if lean_url(url):
+        return LeanRedis(url, timeout)
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if url.startswith("redis+cluster://"):
-        return RedisCluster.from_url("redis://" + url[len("redis+cluster://") :], **options)
+        return RedisPy(RedisCluster.from_url("redis://" + url[len("redis+cluster://") :], **options))
     # redis-py's default pool refuses the 101st concurrent command ("Too many connections", a 503
     # under load); this one makes it wait for a free connection, up to the store timeout.
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=POOL_SIZE, timeout=timeout, **options
     )
-    return aioredis.Redis.from_pool(pool)
+    return RedisPy(aioredis.Redis.from_pool(pool))
 
 
 class RedisStores(Stores):
@@ -285,12 +330,10 @@ class RedisStores(Stores):
         super().__init__(RecordStore(), RedisSessions(self.client, idle_timeout), RedisOnce(self.client))
 
     async def open(self) -> None:
-        with _translated():
-            await self.client.ping()
+        await self.client.execute("PING")
 
     async def ping(self) -> None:
-        with _translated():
-            await self.client.ping()
+        await self.client.execute("PING")
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
