@@ -89,6 +89,45 @@ def test_many_concurrent_commands_share_one_connection_and_each_gets_its_own_rep
     run(body)
 
 
+def test_commands_sent_while_others_are_in_flight_go_out_in_one_write(
+    run: Run[None], server: RedisServer
+) -> None:
+    """A lone command is written at once; a burst sent while one is in flight is written once,
+    at the end of the loop's turn, in order (one system call for the burst, not one each)."""
+    client = LeanRedis(server.url, timeout=5)
+
+    async def body() -> None:
+        await client.execute("SET", "burst", b"0")
+        conn = client._conn
+        assert conn is not None and conn._transport is not None
+        writes: list[bytes] = []
+        transport = conn._transport
+
+        class Counted:  # uvloop's transport cannot be patched in place
+            def write(self, data: bytes) -> None:
+                writes.append(bytes(data))
+                transport.write(data)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(transport, name)
+
+        conn._transport = Counted()  # type: ignore[assignment]
+        try:
+            # All 51 start in the same turn of the loop: the first finds the connection idle and
+            # is written alone, the other 50 are in flight behind it and go out together.
+            first = asyncio.ensure_future(client.execute("GET", "burst"))
+            burst = [asyncio.ensure_future(client.execute("INCR", "burst")) for _ in range(50)]
+            assert await first == b"0"
+            assert [await f for f in burst] == list(range(1, 51))
+        finally:
+            conn._transport = transport
+            await client.close()
+        assert len(writes) == 2
+        assert writes[1].count(b"INCR") == 50
+
+    run(body)
+
+
 def test_a_pipeline_is_one_round_trip_whose_replies_come_back_in_order(
     run: Run[None], server: RedisServer, admin: redis.Redis
 ) -> None:
