@@ -29,7 +29,6 @@ import os
 import random
 import secrets
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from seeding import bulk_insert_sessions
 
 USERS = 100
 
@@ -90,25 +91,7 @@ def _seed(db: Path, size: int) -> dict[str, Any]:
         ),
         key=lambda row: row[4],  # created_at: the order the service appends them in
     )
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA cache_size = -1000000")
-    conn.execute("BEGIN")
-    indexes = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions'"
-        " AND sql IS NOT NULL"
-    ).fetchall()
-    for name, _ in indexes:
-        conn.execute(f'DROP INDEX "{name}"')
-    conn.executemany(
-        "INSERT INTO sessions (id_hash, user_id, institution_id, contents, created_at, last_seen_at,"
-        " expires_at, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    for _, sql in indexes:
-        conn.execute(sql)
-    conn.execute("COMMIT")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
+    bulk_insert_sessions(db, rows)
     return {
         "consumer_key": canvas.consumer_key,
         "secret": canvas.secret,

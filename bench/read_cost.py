@@ -41,32 +41,13 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from run import free_port, group_cpu  # noqa: E402
+from sizing import CONTENTS  # noqa: E402
 
 from commons_session.domain.ids import hash_id, new_session_id  # noqa: E402
 from commons_session.domain.models import SessionRecord  # noqa: E402
 from commons_session.stores.sqlite import SqliteStores  # noqa: E402
 
 BIN = Path(sys.executable).parent
-CONTENTS = {
-    "userId": "u",
-    "prefersHighContrast": False,
-    "locale": "en",
-    "userFullName": "Bench User",
-    "accountName": "Bench U",
-    "accountId": "1",
-    "canvasUserId": "42",
-    "canvasApiDomain": "canvas.example.edu",
-    "roles": ["Learner"],
-    "isAdmin": False,
-    "canSharePublic": True,
-    "canShowPublic": True,
-    "showCuratedResourcesFirst": False,
-    "showFederalStandards": True,
-    "showStateStandards": False,
-    "stateStandard": None,
-    "isAccountCurator": False,
-    "userAvatarUrl": None,
-}
 ORIGINAL = "        row = await self.db.fetchone("
 PATCHED = """        row = _ROWS.get(id_hash)  # bench/read_cost.py: rows in memory
         if row is not None:

@@ -57,6 +57,7 @@ PEER = HERE / "peer"
 BIN = Path(sys.executable).parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
+from seeding import bulk_insert_sessions  # noqa: E402
 from tests.canvas import CanvasUser, FakeCanvas  # noqa: E402
 
 from commons_session.config import Settings  # noqa: E402
@@ -333,28 +334,7 @@ def seed_sqlite(db: Path, population: Population, ids: list[str]) -> None:
         ),
         key=lambda row: row[4],  # created_at
     )
-    conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA cache_size = -1000000")  # 1 GB, for this connection only
-        conn.execute("BEGIN")
-        indexes = conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions'"
-            " AND sql IS NOT NULL"
-        ).fetchall()
-        for name, _ in indexes:
-            conn.execute(f'DROP INDEX "{name}"')
-        conn.executemany(
-            "INSERT INTO sessions (id_hash, user_id, institution_id, contents, created_at, last_seen_at,"
-            " expires_at, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        for _, sql in indexes:
-            conn.execute(sql)
-        conn.execute("COMMIT")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
+    bulk_insert_sessions(db, rows)
 
 
 def seed_redis(redis: Redis, db: int, population: Population, ids: list[str]) -> None:

@@ -235,6 +235,15 @@ class SessionService:
         except Exception:
             log.warning("audit event %s (%s) was not recorded", event, reason, exc_info=True)
 
+    async def _emit_created(self, via: str, record: SessionRecord) -> None:
+        await self._emit(
+            "session_created",
+            via,
+            user_id=record.user_id,
+            institution_id=record.institution_id,
+            id_hash=record.id_hash,
+        )
+
     async def _emit_ended(self, reason: str, record: SessionRecord) -> None:
         await self._emit(
             "session_ended",
@@ -433,14 +442,7 @@ class SessionService:
             except BaseException:
                 await self.stores.once.release("jwt", digest)
                 raise
-            record = issued.record
-            await self._emit(
-                "session_created",
-                "jwt",
-                user_id=record.user_id,
-                institution_id=record.institution_id,
-                id_hash=record.id_hash,
-            )
+            await self._emit_created("jwt", issued.record)
         return issued
 
     # -- LTI 1.1 launch -------------------------------------------------------------------
@@ -478,13 +480,7 @@ class SessionService:
         await self._emit("launch", user_id=record.user_id, institution_id=record.institution_id)
         if result.replaced is not None:
             await self._emit_ended("launch_replaced", result.replaced)
-        await self._emit(
-            "session_created",
-            "launch",
-            user_id=record.user_id,
-            institution_id=record.institution_id,
-            id_hash=record.id_hash,
-        )
+        await self._emit_created("launch", record)
         return result
 
     async def _launch(
