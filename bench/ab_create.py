@@ -37,42 +37,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seeding import bulk_insert_sessions
+from seeding import bulk_insert_sessions, onboard
 
 USERS = 100
 
 
 def _seed(db: Path, size: int) -> dict[str, Any]:
     """Records through the stores (the tree's own schema), sessions by bulk insert."""
-    from tests.canvas import CanvasUser, FakeCanvas
-
-    from commons_session.config import Settings
-    from commons_session.domain import lti
     from commons_session.domain.ids import hash_id
-    from commons_session.domain.service import session_contents
-    from commons_session.stores.sqlite import SqliteStores
 
-    canvas = FakeCanvas("ab-" + secrets.token_hex(4), secrets.token_urlsafe(16))
-    users = [CanvasUser(canvas_user_id=str(1000 + i), name=f"Bench User {i}") for i in range(USERS)]
-    version = Settings.model_fields["terms_version"].default
-
-    async def onboard() -> tuple[int, list[str], list[str]]:
-        stores = SqliteStores(db)
-        now = time.time()
-        institution = await stores.records.add_institution(canvas.consumer_key, "AB U", canvas.secret, now)
-        ids, contents = [], []
-        for person in users:
-            params = canvas.launch_params(person)
-            identity = lti.parse_identity(params, institution.id, from_token=False)
-            profile = lti.parse_profile(params)
-            user = await stores.records.record_launch(identity, profile, lti.launch_context(params), now)
-            await stores.records.accept_terms(user.id, version, now)
-            ids.append(user.id)
-            contents.append(json.dumps(session_contents(user, profile, institution)))
-        await stores.close()
-        return institution.id, ids, contents
-
-    institution_id, user_ids, contents = asyncio.run(onboard())
+    population = onboard(db, USERS, name="AB U")
+    canvas, users = population.canvas, population.users
+    institution_id, user_ids, contents = population.institution_id, population.user_ids, population.contents
     session_ids = [secrets.token_urlsafe(32) for _ in range(size)]
     now = time.time()
     rows = sorted(

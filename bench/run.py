@@ -25,7 +25,6 @@ Usage: .venv/bin/python bench/run.py [--smoke] [--out DIR]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -57,14 +56,9 @@ PEER = HERE / "peer"
 BIN = Path(sys.executable).parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from seeding import bulk_insert_sessions  # noqa: E402
-from tests.canvas import CanvasUser, FakeCanvas  # noqa: E402
+from seeding import Population, bulk_insert_sessions, onboard  # noqa: E402
 
-from commons_session.config import Settings  # noqa: E402
-from commons_session.domain import lti  # noqa: E402
 from commons_session.domain.ids import hash_id  # noqa: E402
-from commons_session.domain.service import session_contents  # noqa: E402
-from commons_session.stores.sqlite import SqliteStores  # noqa: E402
 
 # -- The plan ---------------------------------------------------------------------------------
 
@@ -260,41 +254,6 @@ REDIS_DB = {
     "peer-read": 3,
     "peer-login": 4,
 }
-
-
-@dataclass
-class Population:
-    canvas: FakeCanvas
-    users: list[CanvasUser]
-    user_ids: list[str]
-    contents: list[str]  # each user's session contents (JSON), as the service stores them
-    institution_id: int
-
-
-def onboard(db: Path, count: int) -> Population:
-    """An institution and ``count`` users who launched and accepted the terms, written through
-    the stores as a launch writes them."""
-    canvas = FakeCanvas("bench-" + secrets.token_hex(4), secrets.token_urlsafe(16))
-    users = [CanvasUser(canvas_user_id=str(1000 + i), name=f"Bench User {i}") for i in range(count)]
-    version = Settings.model_fields["terms_version"].default
-
-    async def go() -> Population:
-        stores = SqliteStores(db)
-        now = time.time()
-        institution = await stores.records.add_institution(canvas.consumer_key, "Bench U", canvas.secret, now)
-        ids, contents = [], []
-        for person in users:
-            params = canvas.launch_params(person)
-            identity = lti.parse_identity(params, institution.id, from_token=False)
-            profile = lti.parse_profile(params)
-            user = await stores.records.record_launch(identity, profile, lti.launch_context(params), now)
-            await stores.records.accept_terms(user.id, version, now)
-            ids.append(user.id)
-            contents.append(json.dumps(session_contents(user, profile, institution)))
-        await stores.close()
-        return Population(canvas, users, ids, contents, institution.id)
-
-    return asyncio.run(go())
 
 
 def new_ids(count: int, path: Path) -> list[str]:

@@ -1,12 +1,62 @@
-"""Bulk-loading sessions into a SQLite file, shared by the benchmarks (no commons_session import,
-so a benchmark can use it against any source tree's schema)."""
+"""Seeding the benchmarks' SQLite files: onboarded users and bulk-loaded sessions.
+
+Nothing here imports ``commons_session`` (or ``tests``) at module level: ``onboard`` imports
+them when called, so bench/ab_create.py's workers seed with the source tree they run.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import secrets
 import sqlite3
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass
+class Population:
+    canvas: Any  # tests.canvas.FakeCanvas
+    users: list[Any]  # tests.canvas.CanvasUser
+    user_ids: list[str]
+    contents: list[str]  # each user's session contents (JSON), as the service stores them
+    institution_id: int
+
+
+def onboard(db: Path, count: int, name: str = "Bench U") -> Population:
+    """An institution and ``count`` users who launched and accepted the terms, written through
+    the stores as a launch writes them."""
+    from tests.canvas import CanvasUser, FakeCanvas
+
+    from commons_session.config import Settings
+    from commons_session.domain import lti
+    from commons_session.domain.service import session_contents
+    from commons_session.stores.sqlite import SqliteStores
+
+    canvas = FakeCanvas("bench-" + secrets.token_hex(4), secrets.token_urlsafe(16))
+    users = [CanvasUser(canvas_user_id=str(1000 + i), name=f"Bench User {i}") for i in range(count)]
+    version = Settings.model_fields["terms_version"].default
+
+    async def go() -> Population:
+        stores = SqliteStores(db)
+        now = time.time()
+        institution = await stores.records.add_institution(canvas.consumer_key, name, canvas.secret, now)
+        ids, contents = [], []
+        for person in users:
+            params = canvas.launch_params(person)
+            identity = lti.parse_identity(params, institution.id, from_token=False)
+            profile = lti.parse_profile(params)
+            user = await stores.records.record_launch(identity, profile, lti.launch_context(params), now)
+            await stores.records.accept_terms(user.id, version, now)
+            ids.append(user.id)
+            contents.append(json.dumps(session_contents(user, profile, institution)))
+        await stores.close()
+        return Population(canvas, users, ids, contents, institution.id)
+
+    return asyncio.run(go())
 
 
 def bulk_insert_sessions(db: Path, rows: Iterable[tuple[Any, ...]]) -> None:
