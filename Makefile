@@ -9,7 +9,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck pytest clean bench bench-tools browser-deps screenshots
+.PHONY: install run test chaos lint typecheck pytest clean bench bench-tools browser-deps screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ pytest: install bench-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The long fault-injection cases (tests marked chaos): kill -9 under load, slow clients, full disks.
+chaos: install bench-tools
+	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
