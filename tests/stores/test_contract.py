@@ -59,6 +59,7 @@ T = TypeVar("T")
 
 GUID = "7db438071375c02373713c12c73869ff2f470b68:canvas-lms"
 NOW = 1_800_000_000.0
+PAST = 1_500_000_000.0  # 2017: a claim's expiry long gone by any real clock
 
 
 BACKENDS = ["sqlite", "postgres", "redis", "redis-cluster"]
@@ -941,7 +942,6 @@ def test_namespaces_do_not_share_claims(stores: Stores) -> None:
     run(body)
 
 
-@callers_clock
 def test_an_expired_claim_can_be_claimed_again(stores: Stores) -> None:
     async def body() -> None:
         key = secrets.token_hex(20)
@@ -949,6 +949,27 @@ def test_an_expired_claim_can_be_claimed_again(stores: Stores) -> None:
         assert await stores.once.claim("jwt", key, NOW + 400, NOW + 101) is True
         # ... and the new claim stands until its own expiry
         assert await stores.once.claim("jwt", key, NOW + 500, NOW + 300) is False
+
+    run(body)
+
+
+def test_a_claim_stands_until_exactly_its_expiry_by_the_callers_clock_on_every_store(stores: Stores) -> None:
+    """Single-use retention is the same on every store: a claim stands while the caller's ``now``
+    is before its ``expires_at``, and not from then on, whatever the store's own clock says
+    (Redis' is years from both of these). A claim that expires as it is made stands for no one."""
+
+    async def body() -> None:
+        for start in (PAST, NOW):
+            key = secrets.token_hex(20)
+            assert await stores.once.claim("jwt", key, start + 100, start) is True
+            assert await stores.once.claim("jwt", key, start + 500, start + 1) is False
+            assert await stores.once.claim("jwt", key, start + 500, start + 99.999) is False
+            assert await stores.once.claim("jwt", key, start + 200, start + 100) is True
+            assert await stores.once.claim("jwt", key, start + 500, start + 199.5) is False
+            gone = secrets.token_hex(20)
+            assert await stores.once.claim("jwt", gone, start, start) is True
+            assert await stores.once.claim("jwt", gone, start + 10, start) is True
+            assert await stores.once.claim("jwt", gone, start + 20, start + 9) is False
 
     run(body)
 
@@ -1026,11 +1047,12 @@ def test_purge_expired_deletes_expired_values_too(stores: Stores) -> None:
 
 @redis_ttl
 def test_ttl_claims_and_values_expire_by_themselves_so_purge_has_nothing_to_do(stores: Stores) -> None:
-    """Twin of the expiry and ``purge_expired`` tests of claims and values, which Redis cannot
-    meet as written: each lives in a key whose TTL runs out at ``expires_at`` on Redis' own
-    clock, whatever ``now`` the caller passes, so ``purge_expired`` finds nothing and returns 0.
-    The same promise with real time: an expired claim can be claimed again while a live one
-    still stands, and an expired value reads as None."""
+    """Twin of the ``purge_expired`` tests of claims and the expiry test of values, which Redis
+    cannot meet as written: a value lives in a key whose TTL runs out at ``expires_at`` on Redis'
+    own clock, and a claim's key is dropped by its TTL soon after its expiry (claims are judged
+    by the caller's clock, as above), so ``purge_expired`` finds nothing and returns 0. The same
+    promise with real time: an expired claim can be claimed again while a live one still
+    stands, and an expired value reads as None."""
 
     async def body() -> None:
         now = time.time()

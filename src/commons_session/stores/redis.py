@@ -6,7 +6,7 @@ Layout (every key has a TTL; nothing scans the keyspace or listens to keyspace e
 - ``cs:i:<institution id>`` and ``cs:u:<user id>``: sets of the institution's and the user's
   session hashes, so they can be listed and ended without a scan. Members may outlive their
   session (they are dropped when found dead); each set expires with its newest session.
-- ``cs:o:<namespace>:<key>``: a single-use marker, ``SET NX PXAT``.
+- ``cs:o:<namespace>:<key>``: a single-use marker holding its expiry (``RedisOnce.claim``).
 - ``cs:v:<namespace>:<key>``: a short-lived value (LTI 1.3 login state, hand-off code), ``SET PXAT``.
 - ``cs:rl:<key>``: a rate-limit counter (``RedisCounter``), expiring with its window.
 
@@ -248,13 +248,36 @@ class RedisSessions(SessionStore):
         return 0
 
 
+# A claim stands while the caller's ``now`` is before the expiry it holds ("e:<seconds>"), exactly
+# as the SQL stores compare (``once_claims.expires_at <= now`` is expired), not by Redis' clock:
+# a Redis clock ahead of ours, or a TTL rounded to the millisecond, would end a marker before
+# the token it guards stopped being accepted. The TTL only collects the key, a margin after its
+# expiry (against clocks of service nodes a little apart). A marker without "e:" (written by
+# ``SET NX`` before this script) stands until its own TTL.
+_CLAIM = Script("""
+local held = redis.call('GET', KEYS[1])
+if held and (string.sub(held, 1, 2) ~= 'e:' or tonumber(string.sub(held, 3)) > tonumber(ARGV[2])) then
+  return 0
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], 'e:' .. ARGV[1], 'PX', ARGV[3])
+elseif held then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+""")
+#: How long a claim's key outlives its expiry, in milliseconds.
+CLAIM_TTL_MARGIN_MS = 60_000
+
+
 class RedisOnce(OnceStore):
     def __init__(self, client: Commands | Client) -> None:
         self.client = _commands(client)
 
     async def claim(self, namespace: str, key: str, expires_at: float, now: float) -> bool:
-        pxat = _ms(max(expires_at, now + 0.001))
-        return bool(await self.client.execute("SET", f"cs:o:{namespace}:{key}", b"1", "NX", "PXAT", pxat))
+        ttl = math.ceil((expires_at - now) * 1000) + CLAIM_TTL_MARGIN_MS if expires_at > now else 0
+        args: list[Arg] = [repr(float(expires_at)), repr(float(now)), ttl]
+        return bool(await self.client.script(_CLAIM, [f"cs:o:{namespace}:{key}"], args))
 
     async def put(self, namespace: str, key: str, value: str, expires_at: float) -> None:
         await self.client.execute("SET", f"cs:v:{namespace}:{key}", value.encode(), "PXAT", _ms(expires_at))
