@@ -421,9 +421,11 @@ def test_a_repeated_json_key_anywhere_is_malformed_even_when_signed(repeated: li
 
 
 # The verifier used PyJWT until it was replaced by ``hmac`` (docs/performance.md). PyJWT stays the
-# oracle: every token PyJWT's HS256 verifier (plus the strict JSON read of the header and payload
-# the service always did first) accepted is accepted, and everything it refused is refused, for
-# the same reason, except a ``crit`` header, which is now refused whatever it lists.
+# oracle on canonical tokens: a token with a segment that is not canonical base64url (padding,
+# whitespace, "+" or "/", stray bits: checked here independently of ``domain.jws``) is malformed,
+# and every other token PyJWT's HS256 verifier (plus the strict JSON read of the header and
+# payload the service always did first) accepted is accepted, and everything it refused is
+# refused, for the same reason, except a ``crit`` header, which is now refused whatever it lists.
 
 
 class _OracleHS256(HMACAlgorithm):
@@ -439,15 +441,25 @@ _ORACLE.unregister_algorithm("HS256")
 _ORACLE.register_algorithm("HS256", _OracleHS256())
 
 
+def _canonical_b64url(segment: str) -> bool:
+    """The oracle for one segment: only base64url characters, and the one spelling of its bytes."""
+    if set(segment) - set(B64URL):
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return b64url(raw) == segment
+
+
 def _oracle(token: str, secrets: tuple[str, ...]) -> str:
     """What the PyJWT-based verifier said: "ok" or the name of the error it raised."""
     from commons_session.domain.strict_json import json_object
 
-    def lenient(segment: str) -> bytes:
-        try:
-            return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        except (binascii.Error, ValueError) as exc:
-            raise MalformedToken() from exc
+    def canonical(segment: str) -> bytes:
+        if not _canonical_b64url(segment):
+            raise MalformedToken()
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
     try:
         if len(token) > MAX_BYTES:
@@ -455,8 +467,9 @@ def _oracle(token: str, secrets: tuple[str, ...]) -> str:
         parts = token.split(".")
         if not token.isascii() or len(parts) != 3 or not all(parts[:2]):
             raise MalformedToken()
-        header = json_object(lenient(parts[0]), "header", MalformedToken)
-        payload = json_object(lenient(parts[1]), "payload", MalformedToken)
+        header_bytes, payload_bytes, _ = (canonical(part) for part in parts)
+        header = json_object(header_bytes, "header", MalformedToken)
+        payload = json_object(payload_bytes, "payload", MalformedToken)
         key = payload.get("consumer_key")
         if not isinstance(key, str) or not key or not key.isprintable():
             raise InvalidClaims()
@@ -541,7 +554,9 @@ def test_a_canonical_token_from_pyjwt_verifies_with_the_current_or_the_previous_
     assert _ours(token, (SECRET,)) == _oracle(token, (SECRET,)) == "ok"
     assert _ours(token, (OTHER_SECRET, SECRET)) == "ok"
     padded = ".".join(s + "=" * (-len(s) % 4) for s in token.split("."))
-    assert _ours(padded, (SECRET,)) == _oracle(padded, (SECRET,)) == "ok"  # PyJWT allowed padding
+    assert padded != token
+    assert _ours(padded, (SECRET,)) == _oracle(padded, (SECRET,)) == "MalformedToken"  # PyJWT allowed it
+    assert _ORACLE.decode_complete(padded, SECRET, algorithms=["HS256"])  # ... as it still does
     assert _ours(token, (OTHER_SECRET,)) == "InvalidSignature"
 
 

@@ -17,8 +17,6 @@ can then only be matched by a JWT whose ``user_id`` equals that ``sub``).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -49,8 +47,9 @@ from ..errors import (
     WrongMessageType,
     WrongVersion,
 )
+from . import jws
 from .models import Lti13Registration
-from .strict_json import json_object
+from .strict_json import json_object, numeric_date
 
 __all__ = [
     "JwksFetcher",
@@ -282,26 +281,18 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return json_object(raw, f"The id_token {what}", MalformedIdToken)
 
 
-def _header(token: str, max_bytes: int) -> dict[str, Any]:
+def _split(token: str, max_bytes: int) -> tuple[jws.CompactJws, dict[str, Any]]:
+    """The token's canonical segments and its header. PyJWT decodes base64url leniently
+    (padding, whitespace and stray bits pass), so one id_token would have many spellings; here
+    it has one, checked before PyJWT sees it (``jws``)."""
     if len(token) > max_bytes:
         raise MalformedIdToken(f"The id_token is longer than {max_bytes} bytes.")
-    parts = token.split(".")
-    if not token.isascii() or len(parts) != 3 or not all(parts):
-        raise MalformedIdToken("The id_token must be three base64url segments separated by dots.")
-    try:
-        raw = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise MalformedIdToken("The id_token header is not base64url.") from exc
-    return _json_object(raw, "header")
+    compact = jws.split(token, "The id_token", MalformedIdToken)
+    return compact, _json_object(compact.header, "header")
 
 
-def _number(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
-    value = claims.get(name)
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MalformedIdToken(f"The id_token's {name} claim must be a number.")
-    return float(value)
+def _time(claims: Mapping[str, Any], name: str, *, required: bool) -> int | None:
+    return numeric_date(claims, name, "The id_token's", MalformedIdToken, required=required)
 
 
 def _text(value: Any) -> str | None:
@@ -322,7 +313,7 @@ async def verify_id_token(
     claims. Signature first (RS256 with the key its ``kid`` names in the platform's JWKS); no
     claim is trusted before it verifies. Then ``iss``, ``aud``/``azp``, ``exp``/``iat``,
     ``nonce``, deployment id, message type, version and subject, each its own error."""
-    header = _header(token, max_bytes)
+    compact, header = _split(token, max_bytes)
     if header.get("alg") != "RS256":
         raise WrongAlgorithm()
     kid = header.get("kid")
@@ -337,7 +328,9 @@ async def verify_id_token(
         raise WrongAlgorithm() from exc
     except jwt.PyJWTError as exc:
         raise MalformedIdToken("The id_token could not be decoded.") from exc
-    claims = _json_object(bytes(payload), "payload")
+    if payload != compact.payload:  # one token, one reading: PyJWT verified what we decoded
+        raise MalformedIdToken("The id_token could not be decoded.")
+    claims = _json_object(compact.payload, "payload")
 
     if claims.get("iss") != registration.issuer:
         raise WrongIssuer()
@@ -350,12 +343,12 @@ async def verify_id_token(
     azp = claims.get("azp")
     if (len(audiences) > 1 or azp is not None) and azp != registration.client_id:
         raise WrongAzp()
-    exp = _number(claims, "exp", required=True)
-    iat = _number(claims, "iat", required=True)
+    exp = _time(claims, "exp", required=True)
+    iat = _time(claims, "iat", required=True)
     assert exp is not None and iat is not None
     if now >= exp + leeway:
         raise IdTokenExpired()
-    nbf = _number(claims, "nbf", required=False)
+    nbf = _time(claims, "nbf", required=False)
     if iat > now + leeway or (nbf is not None and nbf > now + leeway):
         raise IdTokenFromFuture()
     sent = claims.get("nonce")

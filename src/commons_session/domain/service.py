@@ -426,11 +426,13 @@ class SessionService:
         if not accepted:
             raise TermsNotAccepted()
         # Claimed last: a token refused above stays usable for a retry.
+        # Past the last instant the age check accepts the token (now - iat == jwt_max_age), by
+        # a second: every store counts a marker as expired at its expiry (OnceStore.claim).
         if policy.jwt_max_age:
-            keep_until = float(claims["iat"]) + policy.jwt_max_age + policy.jwt_future_skew
+            keep_until = float(claims["iat"]) + policy.jwt_max_age + policy.jwt_future_skew + 1
         else:
             keep_until = now + policy.jwt_replay_retention
-        digest = tokens.token_digest(token)
+        digest = tokens.token_digest(parsed)  # from the verified bytes, not the token's spelling
         profile = _merge(lti.parse_profile(claims), user.profile)
         # The claim, the session and its audit row in one commit where the backend allows
         # (SQLite: one transaction instead of three), and a failed insert keeps no claim.
