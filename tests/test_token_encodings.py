@@ -28,6 +28,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
 
 import httpx
 import jwt
@@ -661,3 +662,97 @@ def test_the_strategies_draw_every_kind_of_respelling() -> None:
 
     draw()
     assert seen == {"malformed", "resigned", "same"}
+
+
+# -- the other single-use values: OAuth 1.0a nonces, 1.3 state, hand-off codes --------------------
+# Each is keyed on its decoded value (nonce, state) or must be canonical (code), so a spelling
+# the signature check treats as the same value is the same key. These pin it; they also held
+# before issue 11.
+
+_UNRESERVED = set(string.ascii_letters + string.digits + "-._~")
+
+
+@st.composite
+def percent_respelled(draw: st.DrawFn, body: str) -> str:
+    """The same form, each character of each name and value written literally or as %XX in
+    either case of hex, as a form encoder may."""
+
+    def spell(text: str) -> str:
+        out = []
+        for byte in text.encode("utf-8"):
+            char = chr(byte)
+            if char in _UNRESERVED and draw(st.booleans()):
+                out.append(char)
+            else:
+                hexed = f"{byte:02X}"
+                out.append("%" + (hexed.lower() if draw(st.booleans()) else hexed))
+        return "".join(out)
+
+    return "&".join(f"{spell(k)}={spell(v)}" for k, v in parse_qsl(body, keep_blank_values=True))
+
+
+def _launch(deployment: Deployment, body: str, headers: dict[str, str], query: str = "") -> httpx.Response:
+    url = deployment.server.url + "/api/lti" + (f"?{query}" if query else "")
+    return httpx.post(url, content=body, headers=headers)
+
+
+@HTTP
+@given(data=st.data())
+def test_no_spelling_or_placement_of_a_used_oauth_nonce_launches_again_on_any_store(
+    deployment: Deployment, data: st.DataObject
+) -> None:
+    body, headers = deployment.canvas.signed_launch(deployment.server.url + "/api/lti", CanvasUser())
+    _landed(_launch(deployment, body, headers))
+    pairs = parse_qsl(body, keep_blank_values=True)
+    oauth = [(k, v) for k, v in pairs if k.startswith("oauth_")]
+    rest = urlencode([(k, v) for k, v in pairs if not k.startswith("oauth_")])
+    where = data.draw(st.sampled_from(["respelled", "header", "query", "header and body"]))
+    if where == "respelled":
+        respelled = data.draw(percent_respelled(body))
+        assert respelled != body
+        _problem(_launch(deployment, respelled, headers), "replayed_nonce")
+        return
+    authorization = "OAuth " + ", ".join(f'{k}="{quote(v, safe="")}"' for k, v in oauth)
+    if where == "header":
+        again = _launch(deployment, rest, {**headers, "authorization": authorization})
+    elif where == "query":
+        again = _launch(deployment, rest, headers, urlencode(oauth))
+    else:
+        again = _launch(deployment, body, {**headers, "authorization": authorization})
+    assert 400 <= again.status_code < 500, again.text  # refused: never a second session
+    assert again.headers["content-type"].startswith("application/problem+json")
+
+
+def test_no_spelling_of_a_used_13_state_or_a_hand_off_code_is_accepted_on_any_store(
+    deployment: Deployment, platform: Platform
+) -> None:
+    server, user = deployment.server, CanvasUser()
+    started = login(server, platform)
+    token = platform.id_token(user, started.nonce)
+    landed = post_launch(server, token, started.state, started.binding, accept="text/html")
+    _landed(landed)
+    code = parse_qs(urlsplit(landed.headers["location"]).query)["code"][0]
+    cookie = {
+        "cookie": f"lti1p3_state={started.binding}",
+        "content-type": "application/x-www-form-urlencoded",
+    }
+    for state in (
+        "".join(f"%{b:02x}" for b in started.state.encode()),  # the same state, percent-encoded
+        started.state + "=",
+        started.state + "%20",
+        " " + started.state,
+        started.state.translate(_STANDARD),
+    ):
+        body = f"id_token={token}&state={state}"
+        again = httpx.post(
+            server.url + "/api/lti/launch", content=body, headers={**cookie, "accept": "application/json"}
+        )
+        assert 400 <= again.status_code < 500, (state, again.text)
+    last = B64URL.index(code[-1])
+    exchange = server.url + "/api/sessions/exchange"
+    for respelled in (code + "=", code + "==", code.translate(_STANDARD), code[:-1] + B64URL[last | 1]):
+        if respelled != code:
+            _problem(httpx.post(exchange, json={"code": respelled}), "invalid_exchange_code")
+    traded = httpx.post(exchange, json={"code": f" {code}\n"})  # trimmed by the route: the same code
+    assert traded.status_code == 200, traded.text
+    _problem(httpx.post(exchange, json={"code": code}), "invalid_exchange_code")
