@@ -706,7 +706,7 @@ def test_no_spelling_or_placement_of_a_used_oauth_nonce_launches_again_on_any_st
     pairs = parse_qsl(body, keep_blank_values=True)
     oauth = [(k, v) for k, v in pairs if k.startswith("oauth_")]
     rest = urlencode([(k, v) for k, v in pairs if not k.startswith("oauth_")])
-    where = data.draw(st.sampled_from(["respelled", "header", "query", "header and body"]))
+    where = data.draw(st.sampled_from(["respelled", "header", "query", "header and body", "query and body"]))
     if where == "respelled":
         respelled = data.draw(percent_respelled(body))
         assert respelled != body
@@ -717,6 +717,8 @@ def test_no_spelling_or_placement_of_a_used_oauth_nonce_launches_again_on_any_st
         again = _launch(deployment, rest, {**headers, "authorization": authorization})
     elif where == "query":
         again = _launch(deployment, rest, headers, urlencode(oauth))
+    elif where == "query and body":
+        again = _launch(deployment, body, headers, urlencode(oauth))
     else:
         again = _launch(deployment, body, {**headers, "authorization": authorization})
     assert 400 <= again.status_code < 500, again.text  # refused: never a second session
