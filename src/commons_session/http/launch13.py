@@ -27,7 +27,7 @@ from ..domain.service import LaunchResult, SessionService
 from ..errors import BadRequest, StateCookieMissing
 from . import pages
 from .bodies import FORM, JSON, read_body
-from .carriers import _cookie_values
+from .carriers import held_session_ids
 from .cookies import STATE_COOKIE, set_session_cookie, set_state_cookie
 from .problems import problem
 
@@ -78,8 +78,8 @@ def redirect_after_launch(result: LaunchResult, settings: Settings) -> Response:
     return response
 
 
-def _held_session(request: Request) -> str | None:
-    return next(iter(_cookie_values(request.headers)), None)
+def _held_session(request: Request) -> list[str]:
+    return held_session_ids(request.headers)
 
 
 # -- LTI 1.3 --------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
 from ..domain.ids import same_id
+from ..domain.lti import oauth_authorization
 from ..domain.models import SessionRecord
 from ..domain.service import SessionService, iso8601
 from ..errors import (
@@ -30,7 +31,7 @@ from ..errors import (
 from ..metrics import exposition
 from . import pages
 from .bodies import FORM, JSON, Body, read_body
-from .carriers import _NO_QUERY, Carried, _cookie_values, extract_session_id, query_params
+from .carriers import _NO_QUERY, Carried, extract_session_id, held_session_ids, query_params
 from .cookies import clear_session_cookie, set_session_cookie
 from .fastjson import FastJSONResponse
 from .launch13 import (
@@ -110,7 +111,7 @@ async def create_session(request: Request) -> Response:
     if not isinstance(token, str) or not token.strip():
         raise BadRequest("Send the Canvas JWT as the string property 'jwt_token'.")
     service = _service(request)
-    held = next(iter(_cookie_values(request.headers)), None)  # the cookie this answer replaces
+    held = held_session_ids(request.headers)  # the cookies this answer replaces, every one
     issued = await service.create_from_jwt(token.strip(), request.headers.get("user-agent"), held)
     content = {"sessionId": issued.session_id, **service.contents(issued.session_id, issued.record)}
     response = FastJSONResponse(
@@ -235,13 +236,13 @@ async def accept_terms(request: Request) -> Response:
 async def lti_launch(request: Request) -> Response:
     settings = _settings(request)
     body = await read_body(request, settings.max_body_bytes, accept=(FORM,))
-    held = next(iter(_cookie_values(request.headers)), None)
     result = await _service(request).launch(
         uri=_signed_url(request),
         body=body.text,
         content_type=FORM,
-        held_session_id=held,
+        held_session_id=held_session_ids(request.headers),
         user_agent=request.headers.get("user-agent"),
+        authorization=oauth_authorization(request.headers.get("authorization")),
     )
     return redirect_after_launch(result, settings)
 
