@@ -379,7 +379,7 @@ def test_every_response_that_carries_an_id_is_no_store_and_no_referrer(
     url = server.url
     responses = {
         "launch (Set-Cookie)": launched,
-        "create (body, Set-Cookie, Location)": created,
+        "create (body, Set-Cookie)": created,
         "read (body)": httpx.get(f"{url}/api/sessions/{sid}", headers={"x-session-id": sid}),
         "read by query (URL)": httpx.get(f"{url}/api/sessions/{sid}", params={"session-id": sid}),
         "list": httpx.get(f"{url}/api/sessions", headers={"x-session-id": sid}),
@@ -420,6 +420,32 @@ def test_the_service_never_writes_an_id_into_a_url(
     assert [e.status_code for e in errors] == [404, 403, 400, 404]
     for error in errors:
         assert held not in error.text and other not in error.text, error.text
+
+
+def test_no_location_carries_a_session_id_or_a_code_still_worth_one(
+    server: Server, canvas: FakeCanvas, user: CanvasUser
+) -> None:
+    """A create answered ``Location: /api/sessions/{id}``, and the launch's ``?code=`` stayed
+    tradeable for its session id after the page had been served by the cookie (the URL sits in
+    the history and in a proxy's log)."""
+    onboard(server, canvas, user)
+    created = post_token(server, canvas.jwt_token(user, custom_request="location"))
+    assert created.status_code == 201, created.text
+    sid = created.json()["sessionId"]
+    assert sid not in created.headers.get("location", "")
+    for landing in ("/", "/terms"):
+        launched = launch(server, canvas, user)
+        held = session_cookie(launched)
+        location = launched.headers["location"]
+        assert held not in location
+        if landing == "/terms":
+            location = location.replace("/?", "/terms?", 1)
+        page = httpx.get(server.url + location, headers={"cookie": f"session={held}"})
+        assert page.status_code == 200 and held not in page.text
+        code = location.split("code=", 1)[1]
+        traded = httpx.post(f"{server.url}/api/sessions/exchange", json={"code": code})
+        refused(traded, 401, "invalid_exchange_code")
+        assert held not in traded.text
 
 
 def test_an_id_the_client_presents_is_never_adopted(

@@ -630,6 +630,14 @@ class SessionService:
         await self.authenticate(session_id)
         return session_id
 
+    async def spend_exchange_code(self, code: str) -> None:
+        """Mark a hand-off code used without trading it: its page was served by the cookie."""
+        if exchange.is_well_formed_code(code):
+            now = self.clock()
+            await self.stores.once.claim(
+                "exchange_used", exchange.lookup_key(code), now + self.policy.exchange_code_ttl, now
+            )
+
     # -- LTI 1.3 --------------------------------------------------------------------------
 
     async def begin_lti13_login(

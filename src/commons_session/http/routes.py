@@ -114,9 +114,9 @@ async def create_session(request: Request) -> Response:
     held = held_session_ids(request.headers)  # the cookies this answer replaces, every one
     issued = await service.create_from_jwt(token.strip(), request.headers.get("user-agent"), held)
     content = {"sessionId": issued.session_id, **service.contents(issued.session_id, issued.record)}
-    response = FastJSONResponse(
-        content, status_code=201, headers={"Location": f"/api/sessions/{issued.session_id}"}
-    )
+    # No Location: it would be /api/sessions/{id}, and an id never goes into a URL (proxies
+    # and clients log them). The id travels in the body and the cookie only.
+    response = FastJSONResponse(content, status_code=201)
     set_session_cookie(response, issued.session_id, settings)
     return response
 
@@ -258,9 +258,19 @@ async def _page_session(request: Request) -> tuple[Carried, SessionRecord] | Non
         return None
 
 
+async def _spend_landing_code(request: Request, service: SessionService) -> None:
+    """The launch's hand-off code, once the page has been served by the cookie, is no longer
+    needed: spend it, so the copy left in the URL (history, a proxy's log) is worth nothing."""
+    code = request.query_params.get("code")
+    if code:
+        await service.spend_exchange_code(code)
+
+
 async def home_page(request: Request) -> Response:
     found = await _page_session(request)
     service = _service(request)
+    if found is not None:
+        await _spend_landing_code(request, service)
     if found is None and request.query_params.get("code"):
         return pages.exchange_shell(service.terms, landing="home")  # the cookie was blocked
     if found is None:
@@ -276,6 +286,8 @@ async def home_page(request: Request) -> Response:
 async def terms_page(request: Request) -> Response:
     found = await _page_session(request)
     service = _service(request)
+    if found is not None:
+        await _spend_landing_code(request, service)
     if found is None and request.query_params.get("code"):
         return pages.exchange_shell(service.terms, landing="terms")  # the cookie was blocked
     if found is None:
