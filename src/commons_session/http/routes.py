@@ -33,6 +33,7 @@ from . import pages
 from .bodies import FORM, JSON, Body, read_body
 from .carriers import _NO_QUERY, Carried, extract_session_id, held_session_ids, query_params
 from .cookies import clear_session_cookie, set_session_cookie
+from .crosssite import refuse_cross_site
 from .fastjson import FastJSONResponse
 from .launch13 import (
     exchange_session,
@@ -106,6 +107,9 @@ def _signed_url(request: Request) -> str:
 
 async def create_session(request: Request) -> Response:
     settings = _settings(request)
+    # Its Set-Cookie would sign a victim's browser in as whoever's JWT another site posted
+    # (login CSRF), ending the victim's own session too: refused before anything is spent.
+    refuse_cross_site(request, settings.public_url)
     body = await read_body(request, settings.max_body_bytes)
     token = (body.fields or {}).get("jwt_token")
     if not isinstance(token, str) or not token.strip():
@@ -193,6 +197,7 @@ async def end_session_by_handle(request: Request) -> Response:
 
 
 async def logout_others(request: Request) -> Response:
+    refuse_cross_site(request, _settings(request).public_url)
     body = await read_body(request, _settings(request).max_body_bytes)
     carried, record = await _authenticated(request, body)
     _check_csrf(carried, body)
@@ -223,6 +228,7 @@ def _version(body: Body) -> str:
 
 
 async def accept_terms(request: Request) -> Response:
+    refuse_cross_site(request, _settings(request).public_url)
     body = await read_body(request, _settings(request).max_body_bytes)
     carried, record = await _authenticated(request, body)
     _check_csrf(carried, body)
@@ -301,6 +307,7 @@ async def terms_page(request: Request) -> Response:
 
 
 async def accept_terms_form(request: Request) -> Response:
+    refuse_cross_site(request, _settings(request).public_url)
     body = await read_body(request, _settings(request).max_body_bytes, accept=(FORM,))
     carried, record = await _authenticated(request, body)
     _check_csrf(carried, body)
@@ -317,6 +324,7 @@ async def terms_route(request: Request) -> Response:
 
 async def logout_form(request: Request) -> Response:
     settings = _settings(request)
+    refuse_cross_site(request, settings.public_url)
     body = await read_body(request, settings.max_body_bytes, accept=(FORM,))
     carried, _ = await _authenticated(request, body)
     _check_csrf(carried, body)
