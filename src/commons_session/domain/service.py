@@ -630,6 +630,19 @@ class SessionService:
         await self.authenticate(session_id)
         return session_id
 
+    async def exchange_code_session(self, code: str) -> SessionRecord | None:
+        """The live session a hand-off code leads to, without using the code up (the page that
+        will trade it needs to know which Canvas may frame it). Writes nothing."""
+        if not exchange.is_well_formed_code(code):
+            return None
+        now = self.clock()
+        sealed = await self.stores.once.get("exchange", exchange.lookup_key(code), now)
+        session_id = exchange.unseal(code, sealed) if sealed is not None else None
+        if session_id is None:
+            return None
+        record = await self.stores.sessions.get(hash_id(session_id))
+        return record if record is not None and now < self.expires_at(record) else None
+
     async def spend_exchange_code(self, code: str) -> None:
         """Mark a hand-off code used without trading it: its page was served by the cookie."""
         if exchange.is_well_formed_code(code):

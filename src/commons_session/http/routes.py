@@ -35,6 +35,7 @@ from .carriers import _NO_QUERY, Carried, extract_session_id, held_session_ids, 
 from .cookies import clear_session_cookie, set_session_cookie
 from .crosssite import refuse_cross_site
 from .fastjson import FastJSONResponse
+from .framing import framed
 from .launch13 import (
     exchange_session,
     lti13_launch,
@@ -278,15 +279,17 @@ async def home_page(request: Request) -> Response:
     if found is not None:
         await _spend_landing_code(request, service)
     if found is None and request.query_params.get("code"):
-        return pages.exchange_shell(service.terms, landing="home")  # the cookie was blocked
+        # the cookie was blocked
+        return await framed(request, pages.exchange_shell(service.terms, landing="home"))
     if found is None:
-        return pages.signed_out()
+        return await framed(request, pages.signed_out())
     carried, record = found
-    return pages.home(
+    page = pages.home(
         service.contents(carried.session_id, record),
         accepted=await service.has_accepted_terms(record),
         csrf_token=csrf_token_for(carried.session_id),
     )
+    return await framed(request, page, record)
 
 
 async def terms_page(request: Request) -> Response:
@@ -295,15 +298,17 @@ async def terms_page(request: Request) -> Response:
     if found is not None:
         await _spend_landing_code(request, service)
     if found is None and request.query_params.get("code"):
-        return pages.exchange_shell(service.terms, landing="terms")  # the cookie was blocked
+        # the cookie was blocked
+        return await framed(request, pages.exchange_shell(service.terms, landing="terms"))
     if found is None:
-        return pages.terms(service.terms, accepted=None, csrf_token=None)
+        return await framed(request, pages.terms(service.terms, accepted=None, csrf_token=None))
     carried, record = found
-    return pages.terms(
+    page = pages.terms(
         service.terms,
         accepted=await service.has_accepted_terms(record),
         csrf_token=csrf_token_for(carried.session_id),
     )
+    return await framed(request, page, record)
 
 
 async def accept_terms_form(request: Request) -> Response:
