@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -19,9 +20,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, SIGNATURE_TYPE_AUTH_HEADER, SIGNATURE_TYPE_BODY, Client
 
+from commons_session.domain import lti
+from commons_session.domain.models import Institution
+from commons_session.errors import RepeatedLaunchParameter
+
 from .canvas import CanvasUser, FakeCanvas
 from .conftest import Server, launch, onboard, session_cookie
-from .test_properties import HTTP
+from .test_properties import FAST, HTTP
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 ADMIN_ROLES = "Instructor,urn:lti:instrole:ims/lis/Administrator"
@@ -222,3 +227,83 @@ def test_no_placement_of_signed_parameters_changes_the_identity_or_profile_recor
         server, canvas, person, to_query, rng=random.Random(seed), oauth_in_query=oauth_in_query
     )
     assert contents(server, response) == baseline
+
+
+# -- the same property on the verifier alone, many more examples ------------------------------
+
+_URL = "https://commons.example.edu/api/lti"
+_CANVAS = FakeCanvas("placement-key", "placement-secret")
+_INSTITUTION = Institution(id=1, consumer_key=_CANVAS.consumer_key, name="U", secrets=(_CANVAS.secret,))
+
+
+def _verify(url: str, body: str, authorization: str | None = None) -> dict[str, str]:
+    return lti.verify_launch(
+        uri=url,
+        body=body,
+        content_type=FORM["Content-Type"],
+        pairs=lti.signed_pairs(url, body, authorization),
+        institution=_INSTITUTION,
+        now=time.time(),
+        timestamp_window=5_400,
+        authorization=authorization,
+    )
+
+
+@FAST
+@given(
+    moved=st.lists(st.booleans(), min_size=40, max_size=40),
+    oauth_in_query=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+    repeat=st.one_of(st.none(), st.tuples(st.integers(0, 40), st.booleans(), st.booleans())),
+)
+def test_any_split_verifies_to_the_signed_parameters_and_any_repeat_is_refused(
+    moved: list[bool],
+    oauth_in_query: bool,
+    seed: int,
+    repeat: tuple[int, bool, bool] | None,
+) -> None:
+    """Split a signed launch between query and body in any order: it verifies to exactly the
+    parameters that were signed. Sign it with one name twice (same or another value, the copy
+    in the query or the body): it is refused as repeated, never read as one of the two."""
+    pairs = [p for p in launch_pairs(_CANVAS, CanvasUser(lti_user_id="u1")) if p[0] != "oauth_callback"]
+    copy_in_query = False
+    if repeat is not None:
+        index, same, copy_in_query = repeat
+        name, value = pairs[index % len(pairs)]
+        pairs.append((name, value if same else value + "x"))
+    body, _ = sign_pairs(_CANVAS, _URL, pairs)
+    signed = parse_qsl(body, keep_blank_values=True)
+    expected = dict(signed)
+    copy = max(i for i, (k, _) in enumerate(signed) if k == pairs[-1][0]) if repeat is not None else -1
+    query: list[tuple[str, str]] = []
+    kept: list[tuple[str, str]] = []
+    for i, pair in enumerate(signed):
+        oauth = pair[0].startswith("oauth_")
+        to_query = oauth_in_query if oauth else moved[i % len(moved)]
+        if i == copy:
+            to_query = copy_in_query  # the second copy, where the example puts it
+        (query if to_query else kept).append(pair)
+    rng = random.Random(seed)
+    rng.shuffle(query)
+    rng.shuffle(kept)
+    url = _URL + (f"?{urlencode(query)}" if query else "")
+    if repeat is not None:
+        with pytest.raises(RepeatedLaunchParameter):
+            _verify(url, urlencode(kept))
+        return
+    assert _verify(url, urlencode(kept)) == expected
+
+
+def test_a_nonce_re_encoded_in_the_body_is_still_the_nonce_that_was_signed(
+    server: Server, canvas: FakeCanvas, user: CanvasUser
+) -> None:
+    """oauthlib unescapes ``oauth_*`` values once more than a form parser does, and verifies
+    with that value. Read from the form, ``%2561bc`` and ``abc`` were two nonces for one
+    signed launch, so a used launch was accepted again, re-encoded."""
+    nonce = "abc" + secrets.token_hex(18)
+    body, headers = canvas.signed_launch(server.url + "/api/lti", user, nonce=nonce)
+    assert httpx.post(server.url + "/api/lti", content=body, headers=headers).status_code == 303
+    re_encoded = body.replace(f"oauth_nonce={nonce}", f"oauth_nonce=%2561{nonce[1:]}")
+    assert re_encoded != body
+    replayed = httpx.post(server.url + "/api/lti", content=re_encoded, headers=headers)
+    assert_problem(replayed, 401, "replayed_nonce")
