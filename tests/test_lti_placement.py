@@ -8,9 +8,11 @@ name given twice is refused. Every case is a real launch over HTTP, signed by oa
 
 from __future__ import annotations
 
+import contextlib
 import random
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -24,8 +26,9 @@ from commons_session.domain import lti
 from commons_session.domain.models import Institution
 from commons_session.errors import RepeatedLaunchParameter
 
+from .backends import postgres_database, redis_server
 from .canvas import CanvasUser, FakeCanvas
-from .conftest import Server, launch, onboard, session_cookie
+from .conftest import Server, launch, onboard, session_cookie, start_server
 from .test_properties import FAST, HTTP
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -307,3 +310,41 @@ def test_a_nonce_re_encoded_in_the_body_is_still_the_nonce_that_was_signed(
     assert re_encoded != body
     replayed = httpx.post(server.url + "/api/lti", content=re_encoded, headers=headers)
     assert_problem(replayed, 401, "replayed_nonce")
+
+
+# -- the same on every store ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "postgresql+redis"])
+def test_placement_every_cookie_and_the_spent_code_hold_on_postgresql_and_redis(
+    tmp_path: Path, backend: str
+) -> None:
+    """The store-facing parts of this class (the disabled user's lookup, ending each presented
+    session, spending the hand-off code) on the other stores; SQLite runs every test above."""
+    with contextlib.ExitStack() as stack:
+        settings = {"database_url": stack.enter_context(postgres_database())}
+        if backend.endswith("redis"):
+            settings["redis_url"] = stack.enter_context(redis_server()).url
+        server = start_server(tmp_path, **settings)
+        stack.callback(server.stop)
+        canvas, user = server.add_institution(), CanvasUser()
+        first = session_cookie(launch(server, canvas, user))
+        second = session_cookie(launch(server, canvas, user))
+        body, headers = canvas.signed_launch(server.url + "/api/lti", user)
+        cookie = ("cookie", f"session={first}; session={second}")
+        launched = httpx.post(server.url + "/api/lti", content=body, headers=[*headers.items(), cookie])
+        for held in (first, second):
+            read = httpx.get(f"{server.url}/api/sessions/{held}", headers={"x-session-id": held})
+            assert read.status_code == 401, backend
+        held = session_cookie(launched)
+        page = httpx.get(server.url + launched.headers["location"], headers={"cookie": f"session={held}"})
+        assert page.status_code == 200
+        code = launched.headers["location"].split("code=", 1)[1]
+        traded = httpx.post(server.url + "/api/sessions/exchange", json={"code": code})
+        assert_problem(traded, 401, "invalid_exchange_code")
+        user_id = httpx.get(f"{server.url}/api/sessions/{held}", headers={"x-session-id": held}).json()[
+            "userId"
+        ]
+        assert server.cli("users", "disable", "--user", user_id).returncode == 0
+        moved = post_split(server, canvas, user, {"tool_consumer_instance_guid"})
+        assert_problem(moved, 403, "user_disabled")
