@@ -322,7 +322,7 @@ def test_placement_every_cookie_and_the_spent_code_hold_on_postgresql_and_redis(
     """The store-facing parts of this class (the disabled user's lookup, ending each presented
     session, spending the hand-off code) on the other stores; SQLite runs every test above."""
     with contextlib.ExitStack() as stack:
-        settings = {"database_url": stack.enter_context(postgres_database())}
+        settings: dict[str, Any] = {"database_url": stack.enter_context(postgres_database())}
         if backend.endswith("redis"):
             settings["redis_url"] = stack.enter_context(redis_server()).url
         server = start_server(tmp_path, **settings)
