@@ -208,6 +208,42 @@ def test_launch_revokes_the_session_the_browser_held(
     assert read_session(server, fresh).status_code == 200
 
 
+def two_session_cookies(first: str, second: str, *, one_header: bool) -> list[tuple[str, str]]:
+    if one_header:
+        return [("cookie", f"session={first}; session={second}")]
+    return [("cookie", f"session={first}"), ("cookie", f"session={second}")]
+
+
+@pytest.mark.parametrize("one_header", [True, False], ids=["one Cookie header", "two Cookie headers"])
+def test_launch_and_jwt_create_revoke_every_session_cookie_the_browser_presented(
+    server: Server, canvas: FakeCanvas, user: CanvasUser, one_header: bool
+) -> None:
+    """A browser may send two ``session`` cookies (set for other paths or domains), in one
+    Cookie header or in two; each one ends when a launch or a JWT create replaces it, not
+    only the first."""
+    accept_terms(server, session_cookie(launch(server, canvas, user)))
+    first, second = (session_cookie(launch(server, canvas, user)) for _ in range(2))
+    body, headers = canvas.signed_launch(server.url + "/api/lti", user)
+    cookies = two_session_cookies(first, second, one_header=one_header)
+    response = httpx.post(server.url + "/api/lti", content=body, headers=[*headers.items(), *cookies])
+    assert response.status_code == 303, response.text
+    for held in (first, second):
+        assert_problem(read_session(server, held), 401, "invalid_session")
+
+    first, second = session_cookie(response), session_cookie(launch(server, canvas, user))
+    token = canvas.jwt_token(user, resource_link_id=secrets.token_hex(8))
+    cookies = two_session_cookies(first, second, one_header=one_header)
+    created = httpx.post(
+        server.url + "/api/sessions",
+        content=f'{{"jwt_token": "{token}"}}',
+        headers=[("content-type", "application/json"), *cookies],
+    )
+    assert created.status_code == 201, created.text
+    for held in (first, second):
+        assert_problem(read_session(server, held), 401, "invalid_session")
+    assert read_session(server, created.json()["sessionId"]).status_code == 200
+
+
 # -- refusals write nothing -------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import httpx
 
@@ -136,3 +137,66 @@ def test_terms_page_of_a_signed_in_person_offers_a_working_logout(
 
 def test_terms_page_without_a_session_offers_no_logout(server: Server) -> None:
     assert 'action="/logout"' not in httpx.get(server.url + "/terms").text
+
+
+# -- who may frame the pages (CSP frame-ancestors) --------------------------------------------
+
+
+def _frame_ancestors(response: httpx.Response) -> list[str]:
+    policy = response.headers["content-security-policy"]
+    found = [d.split() for d in policy.split(";") if d.split()[:1] == ["frame-ancestors"]]
+    assert len(found) == 1, policy  # one directive: a second would be ignored by browsers
+    return found[0][1:]
+
+
+def test_pages_may_be_framed_only_by_us_the_configured_origins_and_the_canvas_of_the_session(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(frame_ancestors="https://canvas.school.edu, https://other.example.edu")
+    configured = ["'self'", "https://canvas.school.edu", "https://other.example.edu"]
+    for path in ("/", "/terms"):
+        assert _frame_ancestors(httpx.get(server.url + path)) == configured, path
+    canvas = server.add_institution(api_domain="canvas.example.edu")
+    launched = launch(server, canvas, CanvasUser())
+    held = session_cookie(launched)
+    with_session = [*configured, "https://canvas.example.edu"]
+    for path in ("/", "/terms"):
+        page = httpx.get(server.url + path, headers={"cookie": f"session={held}"})
+        assert _frame_ancestors(page) == with_session, path
+    # The page that trades the code (the cookie was blocked) learns the Canvas through the
+    # code, and does not use it up.
+    shell = httpx.get(server.url + launched.headers["location"])
+    assert _frame_ancestors(shell) == with_session
+    code = launched.headers["location"].split("code=", 1)[1]
+    traded = httpx.post(server.url + "/api/sessions/exchange", json={"code": code})
+    assert traded.status_code == 200 and traded.json()["sessionId"] == held
+
+
+def test_registered_lti13_platforms_may_frame_the_pages(server: Server) -> None:
+    canvas = server.add_institution()
+    institution = server.run(server.stores.records.get_institution(canvas.consumer_key))
+    issuer = f"https://{canvas.consumer_key}.instructure.example"
+    server.run(
+        server.stores.records.add_lti13_registration(
+            institution.consumer_key,
+            issuer=issuer,
+            client_id="10000000000042",
+            deployment_ids=("1:abc",),
+            jwks_url="https://sso.example.com/api/lti/security/jwks",
+            auth_url="https://sso.example.com/api/lti/authorize_redirect",
+            now=0.0,
+        )
+    )
+    allowed = _frame_ancestors(httpx.get(server.url + "/"))
+    assert allowed[0] == "'self'" and issuer in allowed and "https://sso.example.com" in allowed
+    assert "*" not in allowed and "'none'" not in allowed
+
+
+def test_a_launch_cannot_widen_who_may_frame_the_pages(make_server: Callable[..., Server]) -> None:
+    """``custom_canvas_api_domain`` is signed, but only a bare host ever reaches the policy."""
+    server = make_server()
+    canvas = server.add_institution(api_domain="evil.example; script-src *")
+    held = session_cookie(launch(server, canvas, CanvasUser()))
+    page = httpx.get(server.url + "/", headers={"cookie": f"session={held}"})
+    assert _frame_ancestors(page) == ["'self'"]
+    assert "script-src" not in page.headers["content-security-policy"]

@@ -26,6 +26,7 @@ import pytest
 
 from commons_session.domain.ids import handle_for, hash_id
 from commons_session.domain.models import Identity
+from commons_session.http.routes import csrf_token_for
 from commons_session.stores.base import Stores
 
 from .backends import postgres_database
@@ -379,7 +380,7 @@ def test_every_response_that_carries_an_id_is_no_store_and_no_referrer(
     url = server.url
     responses = {
         "launch (Set-Cookie)": launched,
-        "create (body, Set-Cookie, Location)": created,
+        "create (body, Set-Cookie)": created,
         "read (body)": httpx.get(f"{url}/api/sessions/{sid}", headers={"x-session-id": sid}),
         "read by query (URL)": httpx.get(f"{url}/api/sessions/{sid}", params={"session-id": sid}),
         "list": httpx.get(f"{url}/api/sessions", headers={"x-session-id": sid}),
@@ -422,6 +423,32 @@ def test_the_service_never_writes_an_id_into_a_url(
         assert held not in error.text and other not in error.text, error.text
 
 
+def test_no_location_carries_a_session_id_or_a_code_still_worth_one(
+    server: Server, canvas: FakeCanvas, user: CanvasUser
+) -> None:
+    """A create answered ``Location: /api/sessions/{id}``, and the launch's ``?code=`` stayed
+    tradeable for its session id after the page had been served by the cookie (the URL sits in
+    the history and in a proxy's log)."""
+    onboard(server, canvas, user)
+    created = post_token(server, canvas.jwt_token(user, custom_request="location"))
+    assert created.status_code == 201, created.text
+    sid = created.json()["sessionId"]
+    assert sid not in created.headers.get("location", "")
+    for landing in ("/", "/terms"):
+        launched = launch(server, canvas, user)
+        held = session_cookie(launched)
+        location = launched.headers["location"]
+        assert held not in location
+        if landing == "/terms":
+            location = location.replace("/?", "/terms?", 1)
+        page = httpx.get(server.url + location, headers={"cookie": f"session={held}"})
+        assert page.status_code == 200 and held not in page.text
+        code = location.split("code=", 1)[1]
+        traded = httpx.post(f"{server.url}/api/sessions/exchange", json={"code": code})
+        refused(traded, 401, "invalid_exchange_code")
+        assert held not in traded.text
+
+
 def test_an_id_the_client_presents_is_never_adopted(
     server: Server, canvas: FakeCanvas, onboarded: CanvasUser
 ) -> None:
@@ -462,6 +489,110 @@ def test_plain_http_cookie_is_httponly_lax_and_not_secure(insecure: Server, user
 
 def _version(server: Server, session_id: str) -> str:
     return str(httpx.get(server.url + "/api/terms", headers={"x-session-id": session_id}).json()["version"])
+
+
+# -- login CSRF -------------------------------------------------------------------------------
+
+# What a browser sends when another site's page posts a form to us (the last two: a page that
+# hides its origin with Referrer-Policy: no-referrer, and an older browser without Fetch
+# Metadata).
+CROSS_SITE = {
+    "cross-site": {"sec-fetch-site": "cross-site", "origin": "https://evil.example"},
+    "sibling subdomain": {"sec-fetch-site": "same-site", "origin": "https://evil.example.edu"},
+    "origin null": {"origin": "null"},
+    "origin only": {"origin": "https://evil.example"},
+}
+
+
+def _alive(server: Server, session_id: str) -> bool:
+    read = httpx.get(f"{server.url}/api/sessions/{session_id}", headers={"x-session-id": session_id})
+    return read.status_code == 200
+
+
+@pytest.mark.parametrize("sent", CROSS_SITE.values(), ids=CROSS_SITE.keys())
+def test_another_site_cannot_sign_a_victim_in_with_its_own_jwt(
+    server: Server, canvas: FakeCanvas, sent: dict[str, str]
+) -> None:
+    """Login CSRF: another site's form posted the attacker's fresh JWT to ``/api/sessions`` in
+    the victim's browser, and the answer's Set-Cookie signed the victim in as the attacker (and
+    ended the victim's own session)."""
+    victim, attacker = CanvasUser(), CanvasUser(name="Mallory")
+    victims = onboard(server, canvas, victim)
+    onboard(server, canvas, attacker)
+    token = canvas.jwt_token(attacker, custom_request="csrf")
+    posted = httpx.post(
+        server.url + "/api/sessions",
+        data={"jwt_token": token},
+        headers={"cookie": f"session={victims}", **sent},
+    )
+    refused(posted, 403, "cross_origin_request")
+    assert not any(h.startswith("session=") for h in posted.headers.get_list("set-cookie"))
+    assert _alive(server, victims)
+    # The token was not spent: the attacker's own client (no browser headers) still uses it.
+    assert post_token(server, token).status_code == 201
+
+
+def test_our_own_pages_and_non_browser_clients_still_create_and_post_forms(
+    server: Server, canvas: FakeCanvas, user: CanvasUser
+) -> None:
+    held = onboard(server, canvas, user)
+    own = {"sec-fetch-site": "same-origin", "origin": server.url}
+    created = httpx.post(
+        server.url + "/api/sessions",
+        data={"jwt_token": canvas.jwt_token(user, custom_request="own")},
+        headers=own,
+    )
+    assert created.status_code == 201, created.text
+    host_only = {"origin": server.url}  # no Fetch Metadata: Origin must name our host
+    sid = created.json()["sessionId"]
+    accepted = httpx.post(
+        f"{server.url}/api/terms/accept",
+        json={"version": _version(server, sid)},
+        headers={"x-session-id": sid, **host_only},
+    )
+    assert accepted.status_code == 204, accepted.text
+    token = csrf_token_for(held)
+    out = httpx.post(
+        f"{server.url}/logout", data={"csrf_token": token}, headers={"cookie": f"session={held}", **own}
+    )
+    assert out.status_code == 303 and not _alive(server, held)
+
+
+@pytest.mark.parametrize("sent", CROSS_SITE.values(), ids=CROSS_SITE.keys())
+def test_cross_site_posts_to_the_terms_and_logout_steps_are_refused_even_with_the_token(
+    server: Server, canvas: FakeCanvas, sent: dict[str, str]
+) -> None:
+    """The steps after a launch are our own pages' (same-origin) or a client's; another site's
+    post is refused before it can act, even carrying a valid token or the id itself."""
+    person = CanvasUser()
+    held = session_cookie(launch(server, canvas, person))
+    cookie = {"cookie": f"session={held}"}
+    token = csrf_token_for(held)
+    version = _version(server, held)
+    attempts = {
+        "POST /terms": httpx.post(
+            f"{server.url}/terms", data={"version": version, "csrf_token": token}, headers={**cookie, **sent}
+        ),
+        "POST /api/terms/accept": httpx.post(
+            f"{server.url}/api/terms/accept",
+            data={"version": version, "sessionId": held},
+            headers=sent,
+        ),
+        "POST /logout": httpx.post(
+            f"{server.url}/logout", data={"csrf_token": token}, headers={**cookie, **sent}
+        ),
+        "POST /api/sessions/logout-others": httpx.post(
+            f"{server.url}/api/sessions/logout-others",
+            data={"csrf_token": token},
+            headers={**cookie, **sent},
+        ),
+    }
+    for name, response in attempts.items():
+        assert response.status_code == 403, name
+        refused(response, 403, "cross_origin_request")
+    assert _alive(server, held)
+    terms = httpx.get(f"{server.url}/api/terms", headers={"x-session-id": held}).json()
+    assert terms["accepted"] is False
 
 
 # -- values PostgreSQL cannot store -----------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     #: External base URL (``https://lor.example.edu``), used to rebuild the URL that Canvas
     #: signed when a proxy sits in front. Default: the request's own URL.
     public_url: str | None = None
+    #: Origins that may frame our pages besides the registered LTI 1.3 platforms and the
+    #: Canvas a session launched from (CSP ``frame-ancestors``), comma-separated, e.g. a
+    #: Canvas reached under a vanity domain: ``https://canvas.school.edu``.
+    frame_ancestors: Annotated[list[str], NoDecode] = []
 
     #: OAuth 1.0a timestamps may be this far from our clock (Canvas allows 90 minutes).
     oauth_timestamp_window: int = Field(default=5_400, ge=1)
@@ -114,6 +119,18 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else None
+
+    @field_validator("frame_ancestors", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list):
+            for part in value:
+                parts = urlsplit(str(part))
+                if parts.scheme not in ("https", "http") or not parts.netloc or parts.path not in ("", "/"):
+                    raise ValueError(f"{part!r} is not an origin like https://canvas.example.edu")
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

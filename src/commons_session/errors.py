@@ -75,6 +75,7 @@ __all__ = [
     "NotYourSession",
     "RateLimited",
     "RegistrationNotFound",
+    "RepeatedLaunchParameter",
     "ReplayedNonce",
     "SchemaTooNew",
     "SessionNotFound",
@@ -143,6 +144,11 @@ class TokenTooLarge(BadRequest):
 class InvalidLaunch(BadRequest):
     code = "invalid_launch"
     default_message = "The launch is signed correctly but lacks the parameters this tool needs."
+
+
+class RepeatedLaunchParameter(BadRequest):
+    code = "repeated_launch_parameter"
+    default_message = "The launch gives a parameter more than once (in the body, the query or both)."
 
 
 class AuthenticationError(SessionServiceError):

@@ -5,6 +5,13 @@ shape, clocks up to 90 minutes apart, TLS ending at a proxy), so ``_CanvasValida
 deliberately. It never records a nonce: oauthlib asks about the nonce *before* it checks the
 signature, and recording there would let forged requests burn nonces. The service records the
 nonce only once the signature has verified.
+
+What a launch says is read from exactly the parameters the signature covered: the query, the
+body and an ``Authorization: OAuth`` header together (RFC 5849 3.4.1.3), collected by the same
+oauthlib function that builds the signature base string. Reading the body alone let a signed
+parameter moved into the URL vanish (a disabled user re-entered under an empty
+``tool_consumer_instance_guid``; roles disappeared). A name given twice is refused, whatever
+the values: the base string holds both, so no choice between them is ours to make.
 """
 
 from __future__ import annotations
@@ -12,22 +19,32 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint
 from oauthlib.oauth1.rfc5849 import SIGNATURE_HMAC_SHA1
+from oauthlib.oauth1.rfc5849.signature import collect_parameters
 
 from ..errors import (
     InvalidClaims,
     InvalidLaunch,
     InvalidLaunchSignature,
     InvalidOAuthRequest,
+    RepeatedLaunchParameter,
     StaleTimestamp,
     UnknownConsumer,
 )
 from .models import Identity, Institution, Profile
 
-__all__ = ["LaunchParams", "parse_form", "parse_identity", "parse_profile", "verify_launch"]
+__all__ = [
+    "LaunchParams",
+    "oauth_authorization",
+    "parse_form",
+    "parse_identity",
+    "parse_profile",
+    "signed_pairs",
+    "verify_launch",
+]
 
 LaunchParams = dict[str, str]
 
@@ -89,6 +106,51 @@ def parse_form(body: str) -> list[tuple[str, str]]:
         raise InvalidOAuthRequest("The launch body is not a valid form.") from exc
 
 
+_MAX_FIELDS = 1000
+
+
+def oauth_authorization(header: str | None) -> str | None:
+    """The ``Authorization`` header if it carries OAuth parameters (oauthlib signs those), else
+    None: a ``Basic`` header added by a proxy is not part of the launch."""
+    return header if header is not None and header[:6].lower() == "oauth " else None
+
+
+def signed_pairs(uri: str, body: str, authorization: str | None = None) -> list[tuple[str, str]]:
+    """Every parameter the launch's signature covers, wherever it sits: the query of ``uri``,
+    the form ``body`` and an OAuth ``authorization`` header, decoded exactly as oauthlib decodes
+    them for the signature base string (``oauth_*`` values unescaped once more, as it does).
+    ``InvalidOAuthRequest`` if a part cannot be decoded, if ``oauth_*`` parameters sit in more
+    than one of the three places, or past 1000 parameters."""
+    headers = {"Authorization": authorization} if authorization else None
+    sources: list[list[tuple[str, str]]] = []
+    try:
+        for part in (
+            {"uri_query": urlsplit(uri).query},
+            {"body": body},
+            {"headers": headers},
+        ):
+            sources.append(collect_parameters(**part, exclude_oauth_signature=False))
+    except (ValueError, TypeError) as exc:  # oauthlib refuses what it cannot decode
+        raise InvalidOAuthRequest("The launch's parameters could not be decoded.") from exc
+    if sum(any(k.startswith("oauth_") for k, _ in source) for source in sources) > 1:
+        raise InvalidOAuthRequest("The launch's oauth_* parameters must all sit in one place.")
+    pairs = [pair for source in sources for pair in source]
+    if len(pairs) > _MAX_FIELDS:
+        raise InvalidOAuthRequest(f"The launch has more than {_MAX_FIELDS} parameters.")
+    return pairs
+
+
+def unique_params(pairs: list[tuple[str, str]]) -> LaunchParams:
+    """The parameters by name, or ``RepeatedLaunchParameter`` if any name appears twice (in the
+    body, in the query, or across both), even with the same value."""
+    params: LaunchParams = {}
+    for key, value in pairs:
+        if key in params:
+            raise RepeatedLaunchParameter(f"The launch gives {key[:64]!r} more than once.")
+        params[key] = value
+    return params
+
+
 def oauth_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
     """The ``oauth_*`` parameters, each exactly once, or ``InvalidOAuthRequest``."""
     found: dict[str, str] = {}
@@ -121,12 +183,15 @@ def verify_launch(
     institution: Institution | None,
     now: float,
     timestamp_window: int,
+    authorization: str | None = None,
 ) -> LaunchParams:
     """Verify an LTI 1.1 launch signed with one of the institution's secrets.
 
     ``uri`` must be the URL Canvas signed (scheme, host, path and query), which behind a proxy
-    is the public one. Returns the launch parameters (first value of each, ``oauth_*`` kept).
+    is the public one; ``pairs`` is :func:`signed_pairs` of the same request. Returns the
+    launch parameters, each name once (``oauth_*`` kept): exactly what the signature covered.
     """
+    params = unique_params(pairs)
     oauth = oauth_params(pairs)
     if institution is None:
         raise UnknownConsumer()
@@ -137,6 +202,8 @@ def verify_launch(
     if abs(now - timestamp) > timestamp_window:
         raise StaleTimestamp()
     headers = {"Content-Type": content_type}
+    if authorization:
+        headers["Authorization"] = authorization
     for secret in institution.secrets:
         endpoint = SignatureOnlyEndpoint(_CanvasValidator(True, secret, timestamp_window))
         try:
@@ -144,9 +211,6 @@ def verify_launch(
         except ValueError as exc:  # oauthlib refuses bodies it cannot decode
             raise InvalidOAuthRequest("The launch body could not be decoded.") from exc
         if valid:
-            params: LaunchParams = {}
-            for key, value in pairs:
-                params.setdefault(key, value)
             return params
     raise InvalidLaunchSignature()
 

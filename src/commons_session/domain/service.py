@@ -14,7 +14,7 @@ import dataclasses
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -63,6 +63,9 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+#: The session id(s) a browser presented that a new session replaces: a browser may send two
+#: ``session`` cookies (other paths or domains), and each of them ends.
+Held = str | Sequence[str] | None
 log = logging.getLogger("commons_session.audit")
 
 # What a refused create or launch is audited as: the caller's mistakes and refusals, not store
@@ -126,8 +129,8 @@ class LaunchResult:
     issued: Issued
     user: User
     terms_accepted: bool
-    #: The session the browser held, now ended (against fixation), if there was one.
-    replaced: SessionRecord | None = None
+    #: The sessions the browser held, now ended (against fixation): every one it presented.
+    replaced: tuple[SessionRecord, ...] = ()
     #: The one-time code the page can trade for the session id if the cookie is blocked.
     exchange_code: str | None = None
 
@@ -380,10 +383,11 @@ class SessionService:
     # -- Canvas JWT -----------------------------------------------------------------------
 
     async def create_from_jwt(
-        self, token: str, user_agent: str | None = None, held_session_id: str | None = None
+        self, token: str, user_agent: str | None = None, held_session_id: Held = None
     ) -> Issued:
-        """A session from a Canvas JWT. ``held_session_id`` is the session the browser's cookie
-        carried: the new cookie replaces it, so it ends (as on a launch, against fixation)."""
+        """A session from a Canvas JWT. ``held_session_id`` is the session(s) the browser's
+        cookies carried: the new cookie replaces them, so they end (as on a launch, against
+        fixation)."""
         who = _Who()
         try:
             issued = await self._create_from_jwt(token, user_agent, who)
@@ -396,11 +400,19 @@ class SessionService:
                 via="jwt",
             )
             raise
-        if held_session_id and is_well_formed(held_session_id):
-            held = await self.stores.sessions.get(hash_id(held_session_id))
-            if held is not None and await self.stores.sessions.delete(held.id_hash):
-                await self._emit_ended("jwt_replaced", held)
+        for held in await self._end_held(held_session_id):
+            await self._emit_ended("jwt_replaced", held)
         return issued
+
+    async def _end_held(self, held_session_id: Held) -> list[SessionRecord]:
+        """End every well-formed session id the browser presented; the records that ended."""
+        ids = [held_session_id] if isinstance(held_session_id, str) else list(held_session_id or ())
+        ended: list[SessionRecord] = []
+        for id_hash in dict.fromkeys(hash_id(i) for i in ids if i and is_well_formed(i)):
+            held = await self.stores.sessions.get(id_hash)
+            if held is not None and await self.stores.sessions.delete(id_hash):
+                ended.append(held)
+        return ended
 
     async def _create_from_jwt(self, token: str, user_agent: str | None, who: _Who) -> Issued:
         policy = self.policy
@@ -455,13 +467,18 @@ class SessionService:
         uri: str,
         body: str,
         content_type: str,
-        held_session_id: str | None,
+        held_session_id: Held,
         user_agent: str | None = None,
+        authorization: str | None = None,
     ) -> LaunchResult:
         """Verify the launch, record the user and the launch, and start a fresh session
-        (revoking the one the browser held, against session fixation)."""
+        (revoking every session the browser held, against session fixation). ``authorization``
+        is the request's ``Authorization: OAuth`` header, if any: it is signed too."""
         return await self._audited_launch(
-            "launch", lambda who: self._launch(uri, body, content_type, held_session_id, user_agent, who)
+            "launch",
+            lambda who: self._launch(
+                uri, body, content_type, held_session_id, user_agent, who, authorization
+            ),
         )
 
     async def _audited_launch(self, via: str, run: Callable[[_Who], Awaitable[LaunchResult]]) -> LaunchResult:
@@ -480,8 +497,8 @@ class SessionService:
             raise
         record = result.issued.record
         await self._emit("launch", user_id=record.user_id, institution_id=record.institution_id)
-        if result.replaced is not None:
-            await self._emit_ended("launch_replaced", result.replaced)
+        for replaced in result.replaced:
+            await self._emit_ended("launch_replaced", replaced)
         await self._emit_created("launch", record)
         return result
 
@@ -490,11 +507,13 @@ class SessionService:
         uri: str,
         body: str,
         content_type: str,
-        held_session_id: str | None,
+        held_session_id: Held,
         user_agent: str | None,
         who: _Who,
+        authorization: str | None = None,
     ) -> LaunchResult:
-        pairs = lti.parse_form(body)
+        # Every parameter the signature covers, wherever it sits (query, body, OAuth header).
+        pairs = lti.signed_pairs(uri, body, authorization)
         oauth = lti.oauth_params(pairs)
         institution = await self.stores.records.get_institution(oauth["oauth_consumer_key"])
         now = self.clock()
@@ -507,6 +526,7 @@ class SessionService:
             institution=institution,
             now=now,
             timestamp_window=window,
+            authorization=authorization,
         )
         assert institution is not None  # verify_launch refused an unknown key
         who.institution_id = institution.id
@@ -535,7 +555,7 @@ class SessionService:
         nonce: tuple[str, str],
         keep_until: float,
         replayed: SessionServiceError,
-        held_session_id: str | None,
+        held_session_id: Held,
         user_agent: str | None,
         *,
         check_message: bool = False,
@@ -574,7 +594,7 @@ class SessionService:
         profile: Profile,
         context: dict[str, Any],
         now: float,
-        held_session_id: str | None,
+        held_session_id: Held,
         user_agent: str | None,
     ) -> LaunchResult:
         """What every verified launch (1.1 or 1.3) does: record the user and the launch, end the
@@ -582,11 +602,7 @@ class SessionService:
         hand-off code for a page whose cookie is blocked."""
         user = await self.stores.records.record_launch(identity, profile, context, now)
         accepted = await self.stores.records.has_accepted(user.id, self.terms.version)
-        replaced = None
-        if held_session_id and is_well_formed(held_session_id):
-            held = await self.stores.sessions.get(hash_id(held_session_id))
-            if await self.stores.sessions.delete(hash_id(held_session_id)):
-                replaced = held
+        replaced = tuple(await self._end_held(held_session_id))
         issued = await self._issue(user, profile, institution, user_agent)
         code = exchange.new_code()
         await self.stores.once.put(
@@ -615,6 +631,27 @@ class SessionService:
             raise InvalidExchangeCode()
         await self.authenticate(session_id)
         return session_id
+
+    async def exchange_code_session(self, code: str) -> SessionRecord | None:
+        """The live session a hand-off code leads to, without using the code up (the page that
+        will trade it needs to know which Canvas may frame it). Writes nothing."""
+        if not exchange.is_well_formed_code(code):
+            return None
+        now = self.clock()
+        sealed = await self.stores.once.get("exchange", exchange.lookup_key(code), now)
+        session_id = exchange.unseal(code, sealed) if sealed is not None else None
+        if session_id is None:
+            return None
+        record = await self.stores.sessions.get(hash_id(session_id))
+        return record if record is not None and now < self.expires_at(record) else None
+
+    async def spend_exchange_code(self, code: str) -> None:
+        """Mark a hand-off code used without trading it: its page was served by the cookie."""
+        if exchange.is_well_formed_code(code):
+            now = self.clock()
+            await self.stores.once.claim(
+                "exchange_used", exchange.lookup_key(code), now + self.policy.exchange_code_ttl, now
+            )
 
     # -- LTI 1.3 --------------------------------------------------------------------------
 
@@ -705,7 +742,7 @@ class SessionService:
         id_token: str,
         state: str,
         binding: str | None,
-        held_session_id: str | None,
+        held_session_id: Held,
         user_agent: str | None = None,
     ) -> LaunchResult:
         """Verify an LTI 1.3 launch (``binding`` is what the browser holds: the state cookie, or
@@ -720,7 +757,7 @@ class SessionService:
         id_token: str,
         state: str,
         binding: str | None,
-        held_session_id: str | None,
+        held_session_id: Held,
         user_agent: str | None,
         who: _Who,
     ) -> LaunchResult:

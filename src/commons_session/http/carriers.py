@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from ..errors import ConflictingSessionIds
 
-__all__ = ["COOKIE_NAME", "Carried", "extract_session_id", "query_params"]
+__all__ = ["COOKIE_NAME", "Carried", "extract_session_id", "held_session_ids", "query_params"]
 
 COOKIE_NAME = "session"
 
@@ -34,6 +34,12 @@ def _cookie_values(headers: Headers) -> list[str]:
         if name == b"cookie":
             _add_cookie_values(values, value.decode("latin-1"))
     return values
+
+
+def held_session_ids(headers: Headers) -> list[str]:
+    """Every session id the browser's ``session`` cookies carry (a browser may send two, from
+    other paths or domains): a new session replaces all of them, not only the first."""
+    return [v for v in dict.fromkeys(_cookie_values(headers)) if v]
 
 
 def _add_cookie_values(values: list[str], header: str) -> None:

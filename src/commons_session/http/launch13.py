@@ -27,8 +27,9 @@ from ..domain.service import LaunchResult, SessionService
 from ..errors import BadRequest, StateCookieMissing
 from . import pages
 from .bodies import FORM, JSON, read_body
-from .carriers import _cookie_values
+from .carriers import held_session_ids
 from .cookies import STATE_COOKIE, set_session_cookie, set_state_cookie
+from .framing import framed
 from .problems import problem
 
 __all__ = [
@@ -78,8 +79,8 @@ def redirect_after_launch(result: LaunchResult, settings: Settings) -> Response:
     return response
 
 
-def _held_session(request: Request) -> str | None:
-    return next(iter(_cookie_values(request.headers)), None)
+def _held_session(request: Request) -> list[str]:
+    return held_session_ids(request.headers)
 
 
 # -- LTI 1.3 --------------------------------------------------------------------------------------
@@ -104,12 +105,15 @@ async def lti13_login(request: Request) -> Response:
     target = _text(fields, "lti_storage_target")
     response: Response
     if target is not None:
-        response = pages.lti_storage_login(
-            redirect_url=login.redirect_url,
-            origin=login.platform_origin,
-            target=target,
-            state=login.state,
-            binding=login.binding,
+        response = await framed(
+            request,
+            pages.lti_storage_login(
+                redirect_url=login.redirect_url,
+                origin=login.platform_origin,
+                target=target,
+                state=login.state,
+                binding=login.binding,
+            ),
         )
     else:
         response = RedirectResponse(login.redirect_url, status_code=302)
@@ -117,10 +121,10 @@ async def lti13_login(request: Request) -> Response:
     return response
 
 
-def _state_cookie_missing(request: Request, exc: StateCookieMissing) -> Response:
+async def _state_cookie_missing(request: Request, exc: StateCookieMissing) -> Response:
     relaunch = f"{LOGIN_PATH}?{exc.relaunch_query}" if exc.relaunch_query else None
     if "text/html" in request.headers.get("accept", ""):
-        return pages.state_cookie_missing(exc.message, relaunch)
+        return await framed(request, pages.state_cookie_missing(exc.message, relaunch))
     if relaunch is None:
         return problem(401, exc.code, exc.message)
     return problem(401, exc.code, exc.message, relaunchUrl=relaunch)
@@ -141,13 +145,14 @@ async def lti13_launch(request: Request) -> Response:
     target = _text(body.fields, "lti_storage_target")
     if binding is None and target is not None:
         login, registration = await service.lti13_pending(state)
-        return pages.lti_storage_launch(
+        page = pages.lti_storage_launch(
             id_token=id_token,
             state=state,
             origin=platform_origin(registration),
             target=target,
             relaunch_url=f"{LOGIN_PATH}?{login.relaunch_query()}",
         )
+        return await framed(request, page)
     try:
         result = await service.launch13(
             id_token=id_token,
@@ -157,7 +162,7 @@ async def lti13_launch(request: Request) -> Response:
             user_agent=request.headers.get("user-agent"),
         )
     except StateCookieMissing as exc:
-        return _state_cookie_missing(request, exc)
+        return await _state_cookie_missing(request, exc)
     return redirect_after_launch(result, settings)
 
 

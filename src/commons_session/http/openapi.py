@@ -220,10 +220,7 @@ def _document() -> dict[str, Any]:
                     "responses": {
                         "201": {
                             **_json("CreatedSession", "Session created successfully."),
-                            "headers": {
-                                "Location": {"schema": {"type": "string"}},
-                                "Set-Cookie": {"schema": {"type": "string"}},
-                            },
+                            "headers": {"Set-Cookie": {"schema": {"type": "string"}}},
                         },
                         **_errors(400, 401, 403, 413, 415, 503),
                     },

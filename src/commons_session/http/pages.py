@@ -17,11 +17,12 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from ..domain.terms import Terms
 
 __all__ = [
+    "allow_framing",
     "exchange_shell",
     "home",
     "lti_storage_launch",
@@ -34,6 +35,8 @@ __all__ = [
 _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; form-action 'self'; base-uri 'none'"
 )
+# Until the route names the LMS origins (``http.framing``), only we may frame a page.
+_FRAME_SELF = "frame-ancestors 'self'"
 # Pages that need a script load it from /static/ (no inline script) and may call our own API.
 _CSP_WITH_SCRIPT = _CSP + "; script-src 'self'; connect-src 'self'"
 
@@ -86,8 +89,17 @@ def _page(title: str, body: str, status: int = 200, *, script: str | None = None
         f'<body><header><strong>Commons</strong></header><main><div class="card">{body}'
         "</div></main></body></html>"
     )
-    policy = _CSP_WITH_SCRIPT if script else _CSP
+    policy = (_CSP_WITH_SCRIPT if script else _CSP) + "; " + _FRAME_SELF
     return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": policy})
+
+
+def allow_framing(response: Response, origins: list[str]) -> Response:
+    """The page's CSP with ``frame-ancestors 'self'`` plus ``origins`` (each already reduced to
+    ``scheme://host[:port]``, so nothing can end the directive)."""
+    policy = response.headers["content-security-policy"]
+    allowed = " ".join([_FRAME_SELF, *origins])
+    response.headers["content-security-policy"] = policy.replace(_FRAME_SELF, allowed)
+    return response
 
 
 def _data(**values: str) -> str:

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
 from ..domain.ids import same_id
+from ..domain.lti import oauth_authorization
 from ..domain.models import SessionRecord
 from ..domain.service import SessionService, iso8601
 from ..errors import (
@@ -30,9 +31,11 @@ from ..errors import (
 from ..metrics import exposition
 from . import pages
 from .bodies import FORM, JSON, Body, read_body
-from .carriers import _NO_QUERY, Carried, _cookie_values, extract_session_id, query_params
+from .carriers import _NO_QUERY, Carried, extract_session_id, held_session_ids, query_params
 from .cookies import clear_session_cookie, set_session_cookie
+from .crosssite import refuse_cross_site
 from .fastjson import FastJSONResponse
+from .framing import framed
 from .launch13 import (
     exchange_session,
     lti13_launch,
@@ -105,17 +108,20 @@ def _signed_url(request: Request) -> str:
 
 async def create_session(request: Request) -> Response:
     settings = _settings(request)
+    # Its Set-Cookie would sign a victim's browser in as whoever's JWT another site posted
+    # (login CSRF), ending the victim's own session too: refused before anything is spent.
+    refuse_cross_site(request, settings.public_url)
     body = await read_body(request, settings.max_body_bytes)
     token = (body.fields or {}).get("jwt_token")
     if not isinstance(token, str) or not token.strip():
         raise BadRequest("Send the Canvas JWT as the string property 'jwt_token'.")
     service = _service(request)
-    held = next(iter(_cookie_values(request.headers)), None)  # the cookie this answer replaces
+    held = held_session_ids(request.headers)  # the cookies this answer replaces, every one
     issued = await service.create_from_jwt(token.strip(), request.headers.get("user-agent"), held)
     content = {"sessionId": issued.session_id, **service.contents(issued.session_id, issued.record)}
-    response = FastJSONResponse(
-        content, status_code=201, headers={"Location": f"/api/sessions/{issued.session_id}"}
-    )
+    # No Location: it would be /api/sessions/{id}, and an id never goes into a URL (proxies
+    # and clients log them). The id travels in the body and the cookie only.
+    response = FastJSONResponse(content, status_code=201)
     set_session_cookie(response, issued.session_id, settings)
     return response
 
@@ -192,6 +198,7 @@ async def end_session_by_handle(request: Request) -> Response:
 
 
 async def logout_others(request: Request) -> Response:
+    refuse_cross_site(request, _settings(request).public_url)
     body = await read_body(request, _settings(request).max_body_bytes)
     carried, record = await _authenticated(request, body)
     _check_csrf(carried, body)
@@ -222,6 +229,7 @@ def _version(body: Body) -> str:
 
 
 async def accept_terms(request: Request) -> Response:
+    refuse_cross_site(request, _settings(request).public_url)
     body = await read_body(request, _settings(request).max_body_bytes)
     carried, record = await _authenticated(request, body)
     _check_csrf(carried, body)
@@ -235,13 +243,13 @@ async def accept_terms(request: Request) -> Response:
 async def lti_launch(request: Request) -> Response:
     settings = _settings(request)
     body = await read_body(request, settings.max_body_bytes, accept=(FORM,))
-    held = next(iter(_cookie_values(request.headers)), None)
     result = await _service(request).launch(
         uri=_signed_url(request),
         body=body.text,
         content_type=FORM,
-        held_session_id=held,
+        held_session_id=held_session_ids(request.headers),
         user_agent=request.headers.get("user-agent"),
+        authorization=oauth_authorization(request.headers.get("authorization")),
     )
     return redirect_after_launch(result, settings)
 
@@ -257,37 +265,54 @@ async def _page_session(request: Request) -> tuple[Carried, SessionRecord] | Non
         return None
 
 
+async def _spend_landing_code(request: Request, service: SessionService) -> None:
+    """The launch's hand-off code, once the page has been served by the cookie, is no longer
+    needed: spend it, so the copy left in the URL (history, a proxy's log) is worth nothing."""
+    code = request.query_params.get("code")
+    if code:
+        await service.spend_exchange_code(code)
+
+
 async def home_page(request: Request) -> Response:
     found = await _page_session(request)
     service = _service(request)
+    if found is not None:
+        await _spend_landing_code(request, service)
     if found is None and request.query_params.get("code"):
-        return pages.exchange_shell(service.terms, landing="home")  # the cookie was blocked
+        # the cookie was blocked
+        return await framed(request, pages.exchange_shell(service.terms, landing="home"))
     if found is None:
-        return pages.signed_out()
+        return await framed(request, pages.signed_out())
     carried, record = found
-    return pages.home(
+    page = pages.home(
         service.contents(carried.session_id, record),
         accepted=await service.has_accepted_terms(record),
         csrf_token=csrf_token_for(carried.session_id),
     )
+    return await framed(request, page, record)
 
 
 async def terms_page(request: Request) -> Response:
     found = await _page_session(request)
     service = _service(request)
+    if found is not None:
+        await _spend_landing_code(request, service)
     if found is None and request.query_params.get("code"):
-        return pages.exchange_shell(service.terms, landing="terms")  # the cookie was blocked
+        # the cookie was blocked
+        return await framed(request, pages.exchange_shell(service.terms, landing="terms"))
     if found is None:
-        return pages.terms(service.terms, accepted=None, csrf_token=None)
+        return await framed(request, pages.terms(service.terms, accepted=None, csrf_token=None))
     carried, record = found
-    return pages.terms(
+    page = pages.terms(
         service.terms,
         accepted=await service.has_accepted_terms(record),
         csrf_token=csrf_token_for(carried.session_id),
     )
+    return await framed(request, page, record)
 
 
 async def accept_terms_form(request: Request) -> Response:
+    refuse_cross_site(request, _settings(request).public_url)
     body = await read_body(request, _settings(request).max_body_bytes, accept=(FORM,))
     carried, record = await _authenticated(request, body)
     _check_csrf(carried, body)
@@ -304,6 +329,7 @@ async def terms_route(request: Request) -> Response:
 
 async def logout_form(request: Request) -> Response:
     settings = _settings(request)
+    refuse_cross_site(request, settings.public_url)
     body = await read_body(request, settings.max_body_bytes, accept=(FORM,))
     carried, _ = await _authenticated(request, body)
     _check_csrf(carried, body)
