@@ -140,10 +140,10 @@ def test_requests_answer_503_quickly_while_redis_is_down_and_new_sessions_work_o
     try:
         assert_every_request_is_refused_in_time(server, canvas, user, session_id)
     finally:
-        redis.start()  # same port, but empty: this Redis keeps nothing across a restart
+        redis.start()  # same port and directory: its AOF brings every acknowledged write back
 
-    # The old session was lost with Redis' memory, so 401 is now the truth...
-    assert read(server, session_id).status_code == 401
+    # The session survived the restart (kill -9 included: appendfsync always) ...
+    assert read_until_answered(server, session_id).status_code == 200
     # ... and the same service process, never restarted, serves again: a launch and a new session.
     launched = launch(server, canvas, user)
     assert launched.status_code == 303, launched.text
@@ -274,3 +274,72 @@ def test_a_frozen_postgresql_answers_503_after_about_the_store_timeout_and_recov
     response = read_until_answered(server, session_id)
     assert response.status_code == 200, response.text
     assert response.json()["sid"] == session_id
+
+
+# -- Redis durability: single-use markers survive a restart, or the service refuses ----------
+
+
+def test_a_used_jwt_and_a_used_launch_nonce_stay_used_after_redis_is_killed_and_restarted(
+    redis_service: tuple[RedisServer, Server],
+) -> None:
+    redis, server = redis_service
+    canvas, user = server.add_institution(), CanvasUser()
+    onboard(server, canvas, user)
+    token = canvas.jwt_token(user, resource_link_id="replayed-after-restart")
+    created = httpx.post(server.url + "/api/sessions", json={"jwt_token": token}, timeout=15)
+    assert created.status_code == 201, created.text
+    body, headers = canvas.signed_launch(server.url + "/api/lti", user)
+    launched = httpx.post(server.url + "/api/lti", content=body, headers=headers, timeout=15)
+    assert launched.status_code == 303, launched.text
+
+    redis.stop()  # SIGKILL: no shutdown save
+    redis.start()
+
+    deadline = time.monotonic() + 6
+    while True:  # the next command reconnects
+        replayed = httpx.post(server.url + "/api/sessions", json={"jwt_token": token}, timeout=15)
+        if replayed.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert replayed.status_code == 401 and replayed.json()["code"] == "token_already_used", replayed.text
+    again = httpx.post(server.url + "/api/lti", content=body, headers=headers, timeout=15)
+    assert again.status_code == 401 and again.json()["code"] == "replayed_nonce", again.text
+    assert read(server, created.json()["sessionId"]).status_code == 200
+
+
+def test_the_service_refuses_to_start_on_a_redis_without_persistence(tmp_path: Path) -> None:
+    with redis_server(persistent=False) as redis:
+        with pytest.raises(RuntimeError, match="server did not start") as refused:
+            start_server(tmp_path, redis_url=redis.url, store_timeout=STORE_TIMEOUT)
+    message = str(refused.value)
+    assert "appendonly" in message and "COMMONS_SESSION_REDIS_ALLOW_VOLATILE" in message, message
+    assert "Traceback" not in message, message
+
+
+def test_an_allowed_volatile_redis_starts_and_readyz_says_so(tmp_path: Path) -> None:
+    with redis_server(persistent=False) as redis:
+        server = start_server(
+            tmp_path, redis_url=redis.url, store_timeout=STORE_TIMEOUT, redis_allow_volatile=True
+        )
+        try:
+            ready = httpx.get(server.url + "/readyz", timeout=5)
+            assert ready.status_code == 200, ready.text
+            assert any("appendonly" in w for w in ready.json()["warnings"]), ready.text
+            assert "volatile" in server.log_path.read_text()
+        finally:
+            server.stop()
+
+
+def test_readyz_fails_once_a_running_redis_starts_evicting(
+    redis_service: tuple[RedisServer, Server],
+) -> None:
+    """Checked at every readiness probe, not only at start: a CONFIG SET later is seen too."""
+    redis, server = redis_service
+    admin = f"redis-cli -p {redis.port} CONFIG SET maxmemory-policy"
+    assert httpx.get(server.url + "/readyz", timeout=5).status_code == 200
+    os.system(admin + " volatile-lru >/dev/null")
+    try:
+        assert httpx.get(server.url + "/readyz", timeout=5).status_code == 503
+    finally:
+        os.system(admin + " noeviction >/dev/null")
+    assert httpx.get(server.url + "/readyz", timeout=5).status_code == 200

@@ -338,6 +338,14 @@ class StoreUnavailable(StoreError):
     default_message = "The session store is unavailable; try again shortly."
 
 
+class VolatileStore(StoreError):
+    """The store could forget single-use markers (Redis without AOF, or with eviction): refused
+    at start, and ``/readyz`` answers 503 while it is so, unless explicitly allowed."""
+
+    code = "store_volatile"
+    default_message = "The session store could forget used tokens; see the server log."
+
+
 # -- LTI 1.3 (docs/lti13.md lists every code) ------------------------------------------------
 
 

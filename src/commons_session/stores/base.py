@@ -265,6 +265,11 @@ class Stores:
         """Run one cheap query on every backing store (readiness). Raises ``StoreUnavailable``
         if one cannot answer; the caller bounds the wait."""
 
+    def warnings(self) -> list[str]:
+        """What an operator allowed but should know (e.g. a volatile Redis), as of the last
+        ``open`` or ``ping``; ``/readyz`` shows them."""
+        return []
+
     async def close(self) -> None:
         """Release connections. Safe to call twice."""
 
@@ -283,6 +288,9 @@ class CombinedStores(Stores):
     async def ping(self) -> None:
         for part in self.parts:
             await part.ping()
+
+    def warnings(self) -> list[str]:
+        return [w for part in self.parts for w in part.warnings()]
 
     async def close(self) -> None:
         for part in self.parts:

@@ -22,6 +22,7 @@ with options get redis-py behind the same three calls (``RedisPy``).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ import redis.exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 
 from ..domain.models import SessionRecord
-from ..errors import CreateError, StoreUnavailable
+from ..errors import CreateError, StoreUnavailable, VolatileStore
 from .base import OnceStore, RecordStore, SessionStore, Stores
 from .counters import Count, HitCounter
 from .resp import Arg, LeanRedis, ReplyError, Script, lean_url
@@ -41,6 +42,7 @@ from .resp import Arg, LeanRedis, ReplyError, Script, lean_url
 __all__ = ["Commands", "RedisCounter", "RedisOnce", "RedisPy", "RedisSessions", "RedisStores", "connect"]
 
 Client = aioredis.Redis | RedisCluster
+log = logging.getLogger("commons_session")
 
 _UNAVAILABLE = (
     redis_errors.ConnectionError,
@@ -321,19 +323,111 @@ def connect(url: str, timeout: float) -> Commands:
     return RedisPy(aioredis.Redis.from_pool(pool))
 
 
-class RedisStores(Stores):
-    """Sessions and single-use markers; the records come from the database (``CombinedStores``)."""
+def _pairs(reply: Any) -> dict[str, str]:
+    """``CONFIG GET``'s reply (a flat list from RESP2, a dict from redis-py) or ``INFO``'s (text,
+    or redis-py's parsed dict) as one str -> str mapping."""
+    if isinstance(reply, dict):
+        return {
+            _text(k) if isinstance(k, bytes) else str(k): _text(v) if isinstance(v, bytes) else str(v)
+            for k, v in reply.items()
+        }
+    if isinstance(reply, list):
+        return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
+    found = {}
+    for line in _text(reply).splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            found[name.strip()] = value.strip()
+    return found
 
-    def __init__(self, url: str, *, idle_timeout: float, timeout: float = 2.0) -> None:
+
+async def durability_problems(client: Commands) -> list[str]:
+    """Why this Redis could forget a single-use marker (empty: it cannot): no AOF (RDB snapshots
+    lose every write since the last one; none at all forgets everything on a restart), or an
+    eviction policy other than ``noeviction`` (every marker has a TTL, so even ``volatile-*``
+    may drop one under memory pressure). ``CONFIG GET`` first; where a managed Redis disables
+    it, ``INFO persistence`` and ``INFO memory``; where both are refused, the answer is unknown
+    and counts as a problem. A cluster answers for every primary (``RedisPy.each_primary``)."""
+    problems: list[str] = []
+    for node in await _each_primary(client):
+        try:
+            config = _pairs(await node("CONFIG", "GET", "appendonly"))
+            config |= _pairs(await node("CONFIG", "GET", "maxmemory-policy"))
+            aof, policy = config.get("appendonly", ""), config.get("maxmemory-policy", "")
+        except ReplyError:
+            try:
+                info = _pairs(await node("INFO", "persistence")) | _pairs(await node("INFO", "memory"))
+            except ReplyError:
+                problems.append("neither CONFIG GET nor INFO is allowed, so its persistence is unknown")
+                continue
+            aof = "yes" if info.get("aof_enabled") in ("1", "True") else "no"
+            policy = info.get("maxmemory_policy", "")
+        if aof != "yes":
+            problems.append("appendonly is not yes (without AOF a restart forgets used tokens and nonces)")
+        if policy != "noeviction":
+            problems.append(
+                f"maxmemory-policy is {policy or 'unknown'}, not noeviction (eviction drops markers)"
+            )
+    return sorted(set(problems))
+
+
+async def _each_primary(client: Commands) -> list[Any]:
+    """One command runner per primary: the client itself, or each node of a cluster."""
+    cluster = client.client if isinstance(client, RedisPy) else None
+    if isinstance(cluster, RedisCluster):
+        await cluster.initialize()
+
+        def runner(node: Any) -> Any:
+            async def run(*args: Arg) -> Any:
+                with _translated():
+                    return await cluster.execute_command(*args, target_nodes=node)
+
+            return run
+
+        return [runner(node) for node in cluster.get_primaries()]
+    return [client.execute]
+
+
+class RedisStores(Stores):
+    """Sessions and single-use markers; the records come from the database (``CombinedStores``).
+
+    A Redis that can forget a marker (``durability_problems``) makes used tokens and nonces
+    replayable after a restart or an eviction, so it is refused (``VolatileStore``) unless
+    ``allow_volatile``; then every ``open`` and readiness check logs it and ``warnings()`` says
+    it, for ``/readyz``. Checked again at every ``ping``, so a later CONFIG SET is seen too."""
+
+    def __init__(
+        self, url: str, *, idle_timeout: float, timeout: float = 2.0, allow_volatile: bool = False
+    ) -> None:
         self.client = connect(url, timeout)
+        self.allow_volatile = allow_volatile
+        self._warnings: list[str] = []
         # Redis never holds durable records; CombinedStores takes them from the database.
         super().__init__(RecordStore(), RedisSessions(self.client, idle_timeout), RedisOnce(self.client))
 
-    async def open(self) -> None:
+    async def _check(self) -> None:
         await self.client.execute("PING")
+        problems = await durability_problems(self.client)
+        if problems and not self.allow_volatile:
+            self._warnings = []
+            raise VolatileStore(
+                "Redis can forget used tokens and nonces: "
+                + "; ".join(problems)
+                + ". Enable AOF (appendonly yes) and maxmemory-policy noeviction, or set"
+                " COMMONS_SESSION_REDIS_ALLOW_VOLATILE=true to accept replays after a restart."
+            )
+        if problems and problems != self._warnings:
+            log.warning("Redis is volatile (allowed by REDIS_ALLOW_VOLATILE): %s", "; ".join(problems))
+        self._warnings = ["redis volatile: " + p for p in problems]
+
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
+
+    async def open(self) -> None:
+        await self._check()
 
     async def ping(self) -> None:
-        await self.client.execute("PING")
+        await self._check()
 
     async def close(self) -> None:
         await self.client.close()
