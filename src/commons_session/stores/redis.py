@@ -34,7 +34,7 @@ import redis.exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 
 from ..domain.models import SessionRecord
-from ..errors import CreateError, StoreUnavailable, VolatileStore
+from ..errors import ClaimPending, CreateError, StoreUnavailable, VolatileStore
 from .base import OnceStore, RecordStore, SessionStore, Stores
 from .counters import Count, HitCounter
 from .resp import Arg, LeanRedis, ReplyError, Script, lean_url
@@ -250,13 +250,51 @@ class RedisSessions(SessionStore):
         return 0
 
 
+# A provisional claim holds "p:<owner>"; only that owner makes it final ("1") or drops it.
+# Claiming answers nil (claimed) or the value that stands, so a provisional one is told apart.
+_CLAIM = Script("""
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+return false
+""")
+
+_CONFIRM = Script("""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], '1', 'PXAT', ARGV[2])
+return 1
+""")
+
+_RELEASE = Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""")
+
+
 class RedisOnce(OnceStore):
     def __init__(self, client: Commands | Client) -> None:
         self.client = _commands(client)
 
-    async def claim(self, namespace: str, key: str, expires_at: float, now: float) -> bool:
+    async def claim(
+        self, namespace: str, key: str, expires_at: float, now: float, owner: str | None = None
+    ) -> bool:
         pxat = _ms(max(expires_at, now + 0.001))
-        return bool(await self.client.execute("SET", f"cs:o:{namespace}:{key}", b"1", "NX", "PXAT", pxat))
+        marker = f"cs:o:{namespace}:{key}"
+        if owner is None:
+            return bool(await self.client.execute("SET", marker, b"1", "NX", "PXAT", pxat))
+        held = await self.client.script(_CLAIM, [marker], [b"p:" + owner.encode(), pxat])
+        if held is None:
+            return True
+        if _text(held).startswith("p:"):
+            raise ClaimPending()
+        return False
+
+    async def confirm(self, namespace: str, key: str, owner: str, expires_at: float) -> bool:
+        return bool(
+            await self.client.script(
+                _CONFIRM, [f"cs:o:{namespace}:{key}"], [b"p:" + owner.encode(), _ms(expires_at)]
+            )
+        )
 
     async def put(self, namespace: str, key: str, value: str, expires_at: float) -> None:
         await self.client.execute("SET", f"cs:v:{namespace}:{key}", value.encode(), "PXAT", _ms(expires_at))
@@ -266,8 +304,11 @@ class RedisOnce(OnceStore):
         value = await self.client.execute("GET", f"cs:v:{namespace}:{key}")
         return None if value is None else _text(value)
 
-    async def release(self, namespace: str, key: str) -> None:
-        await self.client.execute("DEL", f"cs:o:{namespace}:{key}")
+    async def release(self, namespace: str, key: str, owner: str | None = None) -> None:
+        if owner is None:
+            await self.client.execute("DEL", f"cs:o:{namespace}:{key}")
+        else:
+            await self.client.script(_RELEASE, [f"cs:o:{namespace}:{key}"], [b"p:" + owner.encode()])
 
     async def purge_expired(self, now: float, limit: int = 1_000) -> int:
         """Markers expire by TTL; there is nothing to purge."""
