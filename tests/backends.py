@@ -134,6 +134,9 @@ class RedisServer:
     directory: Path
     extra: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
+    #: AOF in the server's own directory, as the service requires (docs/configuration.md):
+    #: fsync on every write, so even a kill -9 loses no acknowledged marker or session.
+    persistent: bool = True
 
     @property
     def url(self) -> str:
@@ -151,7 +154,11 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
+                "--appendfsync",
+                "always",
+                "--appenddirname",
+                f"appendonly-{self.port}",  # cluster nodes share the directory
                 "--dir",
                 str(self.directory),
                 *self.extra,
@@ -173,9 +180,10 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(*, persistent: bool = True) -> Iterator[RedisServer]:
+    """A throwaway Redis; ``persistent=False`` is the volatile one the service refuses."""
     directory = Path(tempfile.mkdtemp(prefix="cs-redis-"))
-    server = RedisServer(free_port(), directory)
+    server = RedisServer(free_port(), directory, persistent=persistent)
     server.start()
     try:
         yield server

@@ -3,8 +3,10 @@ granian main process and its worker, the whole process group), start it again on
 database, and every create that got its 201 still reads 200 while every logout that got its
 204 stays 401.
 
-Run on SQLite, on PostgreSQL, and on PostgreSQL with sessions in Redis. Redis here keeps no
-snapshot or log, so it would lose everything on its own restart: only our server is killed."""
+Run on SQLite, on PostgreSQL, and on PostgreSQL with sessions in Redis (with AOF, as the service
+requires). The chaos cases at the end kill -9 the store instead (Redis, or the whole PostgreSQL
+server) under the same traffic, with the service left running: nothing acknowledged is lost or
+undone, no used token works again, and ``/readyz`` says 503 for as long as the store is down."""
 
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .backends import postgres_database, redis_server
+from .backends import postgres_database, postgres_server, redis_server
 from .canvas import CanvasUser, FakeCanvas
 from .conftest import Server, onboard, start_server
+from .test_outage import postgres_pids
 
 # -- a server in its own process group -------------------------------------------------------
 
@@ -98,13 +101,21 @@ class Ledger:
     ended: set[str] = field(default_factory=set)  # logout answered 204
     unknown: set[str] = field(default_factory=set)  # logout sent, no answer (the kill)
     unexpected: list[str] = field(default_factory=list)
+    used: list[str] = field(default_factory=list)  # tokens that made a session (201)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def client_loop(
-    server: Server, canvas: FakeCanvas, user: CanvasUser, ledger: Ledger, stop: threading.Event, seed: int
+    server: Server,
+    canvas: FakeCanvas,
+    user: CanvasUser,
+    ledger: Ledger,
+    stop: threading.Event,
+    seed: int,
+    store_may_fail: bool = False,
 ) -> None:
-    """Creates, reads and logouts of one person's sessions until the server stops answering."""
+    """Creates, reads and logouts of one person's sessions until the server stops answering
+    (``store_may_fail``: a 503 ``store_unavailable`` is expected too, and decides nothing)."""
     rng = random.Random(seed)
     mine: list[str] = []
     with httpx.Client(base_url=server.url, timeout=10) as client:
@@ -119,6 +130,7 @@ def client_loop(
                         mine.append(session_id)
                         with ledger.lock:
                             ledger.live.add(session_id)
+                            ledger.used.append(token)
                         continue
                 elif op == "read":
                     session_id = rng.choice(mine)
@@ -136,6 +148,13 @@ def client_loop(
                             ledger.unknown.discard(session_id)
                             ledger.ended.add(session_id)
                         continue
+                    if store_may_fail and response.status_code == 503:
+                        mine.append(session_id)  # unknown whether it ended: tried again later
+                        continue
+                if store_may_fail and response.status_code == 503:
+                    assert response.json()["code"] == "store_unavailable", response.text
+                    time.sleep(0.05)
+                    continue
             except httpx.TransportError:
                 return  # killed under us: whatever was in flight is unknown
             with ledger.lock:
@@ -197,3 +216,108 @@ def test_every_acknowledged_create_and_logout_survives_kill_9(
         restarted.url + "/api/sessions", json={"jwt_token": canvas.jwt_token(people[0], iat=time.time() - 1)}
     )
     assert fresh.status_code == 201, fresh.text
+
+
+# -- kill -9 the store under load (chaos) -------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """``/readyz`` polled all along: (monotonic time, status)."""
+
+    answers: list[tuple[float, int]] = field(default_factory=list)
+
+    def run(self, server: Server, stop: threading.Event) -> None:
+        with httpx.Client(base_url=server.url, timeout=5) as client:
+            while not stop.is_set():
+                with contextlib.suppress(httpx.TransportError):
+                    self.answers.append((time.monotonic(), client.get("/readyz").status_code))
+                time.sleep(0.05)
+
+
+def kill_store_under_load(server: Server, kill: Callable[[], None], restart: Callable[[], None]) -> None:
+    canvas = server.add_institution()
+    people = [CanvasUser() for _ in range(3)]
+    for person in people:
+        onboard(server, canvas, person)
+    ledger, probe, stop = Ledger(), Probe(), threading.Event()
+    threads = [
+        threading.Thread(
+            target=client_loop, args=(server, canvas, person, ledger, stop, i, True), daemon=True
+        )
+        for i, person in enumerate(people)
+    ]
+    threads.append(threading.Thread(target=probe.run, args=(server, stop), daemon=True))
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with ledger.lock:
+            if len(ledger.live) >= 30 and len(ledger.ended) >= 8:
+                break
+        time.sleep(0.02)
+    killed = time.monotonic()
+    kill()
+    time.sleep(2)  # traffic against a dead store
+    down_until = time.monotonic()
+    restart()
+    restarted = time.monotonic()
+    ready_deadline = restarted + 15
+    while time.monotonic() < ready_deadline and not any(t > restarted and s == 200 for t, s in probe.answers):
+        time.sleep(0.1)
+    time.sleep(1)  # and traffic again on the recovered store
+    stop.set()
+    for thread in threads:
+        thread.join(15)
+        assert not thread.is_alive()
+
+    assert not ledger.unexpected, ledger.unexpected
+    assert len(ledger.live) >= 15 and len(ledger.ended) >= 4, (len(ledger.live), len(ledger.ended))
+    # /readyz: 503 for every probe answered while the store was down (after the kill had landed),
+    # 200 again once it is back, and it stays 200.
+    down = [s for t, s in probe.answers if killed + 0.3 < t < down_until]
+    assert down and set(down) == {503}, down
+    back = [s for t, s in probe.answers if t > restarted]
+    assert 200 in back, back
+    assert set(back[back.index(200) :]) == {200}, back
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        lost = [
+            s
+            for s in ledger.live
+            if client.get(f"/api/sessions/{s}", headers={"x-session-id": s}).status_code != 200
+        ]
+        undone = [
+            s
+            for s in ledger.ended
+            if client.get(f"/api/sessions/{s}", headers={"x-session-id": s}).status_code != 401
+        ]
+        reused = [
+            t for t in ledger.used if client.post("/api/sessions", json={"jwt_token": t}).status_code != 401
+        ]
+    assert not lost, f"{len(lost)} of {len(ledger.live)} acknowledged sessions were lost"
+    assert not undone, f"{len(undone)} of {len(ledger.ended)} logouts were undone"
+    assert not reused, f"{len(reused)} of {len(ledger.used)} used tokens worked again"
+
+
+@pytest.mark.chaos
+def test_kill_9_redis_under_load_loses_no_acknowledged_session_logout_or_used_token(
+    detached: Callable[..., Server],
+) -> None:
+    with postgres_database() as database_url, redis_server() as redis:
+        server = detached(database_url=database_url, redis_url=redis.url, store_timeout=1)
+        kill_store_under_load(server, redis.stop, redis.start)
+
+
+@pytest.mark.chaos
+def test_kill_9_postgresql_under_load_loses_no_acknowledged_session_logout_or_used_token(
+    detached: Callable[..., Server],
+) -> None:
+    with postgres_server() as postgres:
+        server = detached(database_url=postgres.url, store_timeout=1)
+
+        def kill() -> None:
+            for pid in postgres_pids(postgres):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+        kill_store_under_load(server, kill, postgres.start)

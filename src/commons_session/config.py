@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     #: ``redis://host:6379/0`` or ``redis+cluster://node:7000``: sessions and single-use markers
     #: go to Redis; records stay in the database. Unset: everything in the database.
     redis_url: str | None = None
+    #: Accept a Redis that can forget single-use markers (no AOF, or an eviction policy other
+    #: than noeviction): used tokens and nonces then replay after a restart. UNSAFE; refused
+    #: at start unless true, and then warned at start and in ``/readyz``.
+    redis_allow_volatile: bool = False
     #: Every store call gives up after this long and the request answers 503.
     store_timeout: float = Field(default=2.0, gt=0)  # seconds
 
@@ -151,7 +155,11 @@ class Settings(BaseSettings):
 
     def make_stores(self) -> Stores:
         return make_stores(
-            self.database_url, self.redis_url, idle_timeout=self.idle_timeout, timeout=self.store_timeout
+            self.database_url,
+            self.redis_url,
+            idle_timeout=self.idle_timeout,
+            timeout=self.store_timeout,
+            redis_allow_volatile=self.redis_allow_volatile,
         )
 
     def current_terms_text(self) -> str:

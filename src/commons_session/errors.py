@@ -344,6 +344,22 @@ class StoreUnavailable(StoreError):
     default_message = "The session store is unavailable; try again shortly."
 
 
+class ClaimPending(StoreUnavailable):
+    """Another request's provisional claim on this token or nonce stands: it is being used right
+    now, or a store fault left the claim behind and it lapses shortly. A 503, so the client
+    retries, never a "replayed" that would make it throw a good token away."""
+
+    default_message = "This token is being used by another request; try again shortly."
+
+
+class VolatileStore(StoreError):
+    """The store could forget single-use markers (Redis without AOF, or with eviction): refused
+    at start, and ``/readyz`` answers 503 while it is so, unless explicitly allowed."""
+
+    code = "store_volatile"
+    default_message = "The session store could forget used tokens; see the server log."
+
+
 # -- LTI 1.3 (docs/lti13.md lists every code) ------------------------------------------------
 
 

@@ -148,6 +148,9 @@ class _InstrumentedStores(Stores):
     async def ping(self) -> None:
         await self.inner.ping()
 
+    def warnings(self) -> list[str]:
+        return self.inner.warnings()
+
     async def close(self) -> None:
         await self.inner.close()
 

@@ -10,11 +10,16 @@ metrics); a sink that fails is logged and ignored, so an audit outage fails no r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import hmac
 import logging
+import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -33,7 +38,7 @@ from ..errors import (
     StateCookieMissing,
     StateExpired,
     StateMismatch,
-    StoreError,
+    StoreUnavailable,
     TermsNotAccepted,
     TermsVersionMismatch,
     TokenReplayed,
@@ -52,6 +57,7 @@ from .models import Identity, Institution, Lti13Registration, Profile, SessionRe
 from .terms import Terms
 
 __all__ = [
+    "REQUEST_STARTED",
     "InstitutionGuard",
     "Issued",
     "LaunchResult",
@@ -66,6 +72,9 @@ Clock = Callable[[], float]
 #: The session id(s) a browser presented that a new session replaces: a browser may send two
 #: ``session`` cookies (other paths or domains), and each of them ends.
 Held = str | Sequence[str] | None
+
+#: When the request began, in the event loop's clock (set by the web layer for each request).
+REQUEST_STARTED: ContextVar[float | None] = ContextVar("request_started", default=None)
 log = logging.getLogger("commons_session.audit")
 
 # What a refused create or launch is audited as: the caller's mistakes and refusals, not store
@@ -102,6 +111,11 @@ class Policy:
     lti_state_ttl: int = 600
     jwks_cache_ttl: int = 300
     exchange_code_ttl: int = 60
+    #: How long a single-use claim stays provisional (blocking replays) before the session it
+    #: guards is stored; a claim a store fault left behind lapses after it (3 x store_timeout).
+    claim_pending: float = 6.0
+    #: The whole of a create or launch gives up (503) after this long (``store_timeout``).
+    store_timeout: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +164,10 @@ class Lti13Login:
 # A login state stays readable this long after it expired, so a late launch is told
 # ``state_expired`` rather than ``state_mismatch``; its nonce stays claimed as long.
 LTI13_STATE_GRACE = 3_600
+
+# How long a failed create may spend giving its claim back (seconds): a store that is down
+# would make it wait a whole store timeout more, and the claim lapses by itself anyway.
+CLEANUP_TIMEOUT = 0.25
 
 
 def session_contents(user: User, profile: Profile, institution: Institution) -> dict[str, Any]:
@@ -390,7 +408,8 @@ class SessionService:
         fixation)."""
         who = _Who()
         try:
-            issued = await self._create_from_jwt(token, user_agent, who)
+            async with self._deadline():
+                issued = await self._create_from_jwt(token, user_agent, who)
         except _REFUSALS as exc:
             await self._emit(
                 "verification_failed",
@@ -449,15 +468,55 @@ class SessionService:
         # The claim, the session and its audit row in one commit where the backend allows
         # (SQLite: one transaction instead of three), and a failed insert keeps no claim.
         async with self.stores.atomic():
-            if not await self.stores.once.claim("jwt", digest, keep_until, now):
-                raise TokenReplayed()
-            try:
+            async with self._single_use("jwt", digest, keep_until, now, TokenReplayed()) as made:
                 issued = await self._issue(user, profile, institution, user_agent)
-            except BaseException:
-                await self.stores.once.release("jwt", digest)
-                raise
+                made.append(issued.record.id_hash)
             await self._emit_created("jwt", issued.record)
         return issued
+
+    @asynccontextmanager
+    async def _deadline(self) -> AsyncIterator[None]:
+        """One ``store_timeout`` for all the store calls of a create or launch (the claim, the
+        session, the rate-limit counters), not one each: a stalled Redis answered after three
+        timeouts. It counts from ``REQUEST_STARTED`` where the web layer set it, so the
+        counter a middleware charged before is inside it too."""
+        loop = asyncio.get_running_loop()
+        started = REQUEST_STARTED.get()
+        try:
+            async with asyncio.timeout_at((started or loop.time()) + self.policy.store_timeout):
+                yield
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                f"The store did not answer within {self.policy.store_timeout:g} s."
+            ) from exc
+
+    @asynccontextmanager
+    async def _single_use(
+        self, namespace: str, key: str, keep_until: float, now: float, replayed: SessionServiceError
+    ) -> AsyncIterator[list[bytes]]:
+        """Claim ``key`` provisionally (``replayed`` if it is taken), run the body, then make the
+        claim final. If the body or the confirmation fails, the claim is given back where the
+        store still answers, and where it does not, it lapses by itself after
+        ``claim_pending`` seconds: a create that failed for a store fault never uses the token
+        up. The body lists the sessions it made, ended again if the claim cannot be confirmed
+        (their ids were never handed out)."""
+        owner = secrets.token_hex(16)
+        pending_until = min(keep_until, now + self.policy.claim_pending)
+        if not await self.stores.once.claim(namespace, key, pending_until, now, owner):
+            raise replayed
+        made: list[bytes] = []
+        try:
+            yield made
+            if not await self.stores.once.confirm(namespace, key, owner, keep_until):
+                raise StoreUnavailable("The single-use claim lapsed before the session was stored.")
+        except BaseException:
+            # Best effort, briefly: the store may be down, and then the claim lapses by itself.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLEANUP_TIMEOUT):
+                    await self.stores.once.release(namespace, key, owner)
+                    for id_hash in made:
+                        await self.stores.sessions.delete(id_hash)
+            raise
 
     # -- LTI 1.1 launch -------------------------------------------------------------------
 
@@ -485,7 +544,8 @@ class SessionService:
         """Run an LTI 1.1 or 1.3 launch and say what happened."""
         who = _Who()
         try:
-            result = await run(who)
+            async with self._deadline():
+                result = await run(who)
         except _REFUSALS as exc:
             await self._emit(
                 "verification_failed",
@@ -571,15 +631,12 @@ class SessionService:
         profile = lti.parse_profile(params)
         await self._refuse_disabled(identity, who)
         namespace, key = nonce
-        if not await self.stores.once.claim(namespace, key, keep_until, now):
-            raise replayed
-        try:
-            return await self._start_session(
+        async with self._single_use(namespace, key, keep_until, now, replayed) as made:
+            result = await self._start_session(
                 institution, identity, profile, lti.launch_context(params), now, held_session_id, user_agent
             )
-        except StoreError:
-            await self.stores.once.release(namespace, key)
-            raise
+            made.append(result.issued.record.id_hash)
+        return result
 
     async def _refuse_disabled(self, identity: Identity, who: _Who) -> None:
         known = await self.stores.records.find_user(identity)

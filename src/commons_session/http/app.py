@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import gc
@@ -11,10 +12,11 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
 from ..domain.audit import AuditEvent, EventSink
-from ..domain.service import InstitutionGuard, Policy, SessionService
+from ..domain.service import REQUEST_STARTED, InstitutionGuard, Policy, SessionService
 from ..domain.terms import Terms
 from ..errors import StoreUnavailable
 from ..logs import configure_logging, request_id
@@ -46,6 +48,19 @@ def audit_sink(records: RecordStore) -> EventSink:
     return write
 
 
+class RequestClockMiddleware:
+    """Notes when each request began (``REQUEST_STARTED``), so a create's one store timeout
+    covers the rate-limit counter charged before the route runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            REQUEST_STARTED.set(asyncio.get_running_loop().time())
+        await self.app(scope, receive, send)
+
+
 def build_service(
     settings: Settings, stores: Stores, guard: InstitutionGuard | None = None
 ) -> SessionService:
@@ -61,6 +76,8 @@ def build_service(
         lti_state_ttl=settings.lti_state_ttl,
         jwks_cache_ttl=settings.jwks_cache_ttl,
         exchange_code_ttl=settings.exchange_code_ttl,
+        claim_pending=3 * settings.store_timeout,
+        store_timeout=settings.store_timeout,
     )
     terms = Terms(settings.terms_version, settings.current_terms_text())
     return SessionService(
@@ -109,6 +126,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         middleware=[
+            Middleware(RequestClockMiddleware),
             Middleware(AccessLogMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(RateLimitMiddleware, limiter=limiter, trusted_proxies=trusted),

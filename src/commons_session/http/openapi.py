@@ -477,7 +477,12 @@ def _document() -> dict[str, Any]:
                                     "schema": {
                                         "type": "object",
                                         "required": ["status"],
-                                        "properties": {"status": {"const": "ready"}},
+                                        "properties": {
+                                            "status": {"const": "ready"},
+                                            # What an operator allowed but should know
+                                            # (COMMONS_SESSION_REDIS_ALLOW_VOLATILE).
+                                            "warnings": {"type": "array", "items": {"type": "string"}},
+                                        },
                                     }
                                 }
                             },

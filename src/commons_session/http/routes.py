@@ -352,15 +352,18 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Every configured store answers a cheap query within ``store_timeout``."""
+    """Every configured store answers a cheap query within ``store_timeout``; ``warnings`` lists
+    what was allowed but is unsafe (a volatile Redis)."""
+    stores = _service(request).stores
     try:
-        await asyncio.wait_for(_service(request).stores.ping(), _settings(request).store_timeout)
+        await asyncio.wait_for(stores.ping(), _settings(request).store_timeout)
     except Exception as exc:  # whatever the store's failure, the answer is "not ready", never 500
         logging.getLogger("commons_session.errors").warning("not ready: %r", exc)
         return problem(
             503, StoreUnavailable.code, StoreUnavailable.default_message, headers={"Retry-After": "1"}
         )
-    return JSONResponse({"status": "ready"})
+    warnings = stores.warnings()
+    return JSONResponse({"status": "ready", "warnings": warnings} if warnings else {"status": "ready"})
 
 
 async def metrics_text(request: Request) -> Response:

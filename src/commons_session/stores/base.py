@@ -219,10 +219,22 @@ class SessionStore:
 
 
 class OnceStore:
-    async def claim(self, namespace: str, key: str, expires_at: float, now: float) -> bool:
+    async def claim(
+        self, namespace: str, key: str, expires_at: float, now: float, owner: str | None = None
+    ) -> bool:
         """Mark ``key`` used until ``expires_at``. True if this call claimed it, False if an
-        unexpired claim already stands. Atomic: of two racing claims exactly one wins."""
+        unexpired claim already stands. Atomic: of two racing claims exactly one wins.
+
+        With ``owner`` the claim is provisional: it blocks every other claim until
+        ``expires_at`` (keep that short), and only ``confirm`` with the same owner makes it
+        final. A create that fails for a store fault, even one that cannot undo its claim
+        because the store is down, thus leaves the token usable again once that expires."""
         raise NotImplementedError("subclasses of OnceStore must provide claim()")
+
+    async def confirm(self, namespace: str, key: str, owner: str, expires_at: float) -> bool:
+        """Make ``owner``'s provisional claim final, until ``expires_at``. False (and nothing
+        written) if that claim no longer stands (it expired; another may hold the key now)."""
+        raise NotImplementedError("subclasses of OnceStore must provide confirm()")
 
     async def put(self, namespace: str, key: str, value: str, expires_at: float) -> None:
         """Keep ``value`` under ``key`` until ``expires_at`` (a later put replaces it). For
@@ -234,8 +246,9 @@ class OnceStore:
         """The value ``put`` under ``key``, or None if there is none or it has expired."""
         raise NotImplementedError("subclasses of OnceStore must provide get()")
 
-    async def release(self, namespace: str, key: str) -> None:
-        """Undo a claim whose operation failed later, so the key can be used again."""
+    async def release(self, namespace: str, key: str, owner: str | None = None) -> None:
+        """Undo a claim whose operation failed later, so the key can be used again; with
+        ``owner``, only that owner's provisional claim (never a confirmed one, nor another's)."""
         raise NotImplementedError("subclasses of OnceStore must provide release()")
 
     async def purge_expired(self, now: float, limit: int = 1_000) -> int:
@@ -265,6 +278,11 @@ class Stores:
         """Run one cheap query on every backing store (readiness). Raises ``StoreUnavailable``
         if one cannot answer; the caller bounds the wait."""
 
+    def warnings(self) -> list[str]:
+        """What an operator allowed but should know (e.g. a volatile Redis), as of the last
+        ``open`` or ``ping``; ``/readyz`` shows them."""
+        return []
+
     async def close(self) -> None:
         """Release connections. Safe to call twice."""
 
@@ -283,6 +301,9 @@ class CombinedStores(Stores):
     async def ping(self) -> None:
         for part in self.parts:
             await part.ping()
+
+    def warnings(self) -> list[str]:
+        return [w for part in self.parts for w in part.warnings()]
 
     async def close(self) -> None:
         for part in self.parts:

@@ -34,7 +34,12 @@ def _database(database_url: str, timeout: float) -> Stores:
 
 
 def make_stores(
-    database_url: str, redis_url: str | None = None, *, idle_timeout: float, timeout: float
+    database_url: str,
+    redis_url: str | None = None,
+    *,
+    idle_timeout: float,
+    timeout: float,
+    redis_allow_volatile: bool = False,
 ) -> Stores:
     """The stores for these URLs, not yet opened (call ``await stores.open()``)."""
     durable = _database(database_url, timeout)
@@ -44,7 +49,12 @@ def make_stores(
         raise ValueError(f"unsupported Redis URL {redis_url!r}: use redis:// or redis+cluster://")
     from .redis import RedisStores
 
-    return CombinedStores(durable, RedisStores(redis_url, idle_timeout=idle_timeout, timeout=timeout))
+    return CombinedStores(
+        durable,
+        RedisStores(
+            redis_url, idle_timeout=idle_timeout, timeout=timeout, allow_volatile=redis_allow_volatile
+        ),
+    )
 
 
 def make_counter(redis_url: str | None, *, timeout: float) -> HitCounter:

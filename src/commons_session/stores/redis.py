@@ -22,6 +22,7 @@ with options get redis-py behind the same three calls (``RedisPy``).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ import redis.exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 
 from ..domain.models import SessionRecord
-from ..errors import CreateError, StoreUnavailable
+from ..errors import ClaimPending, CreateError, StoreUnavailable, VolatileStore
 from .base import OnceStore, RecordStore, SessionStore, Stores
 from .counters import Count, HitCounter
 from .resp import Arg, LeanRedis, ReplyError, Script, lean_url
@@ -41,6 +42,7 @@ from .resp import Arg, LeanRedis, ReplyError, Script, lean_url
 __all__ = ["Commands", "RedisCounter", "RedisOnce", "RedisPy", "RedisSessions", "RedisStores", "connect"]
 
 Client = aioredis.Redis | RedisCluster
+log = logging.getLogger("commons_session")
 
 _UNAVAILABLE = (
     redis_errors.ConnectionError,
@@ -248,23 +250,39 @@ class RedisSessions(SessionStore):
         return 0
 
 
-# A claim stands while the caller's ``now`` is before the expiry it holds ("e:<seconds>"), exactly
-# as the SQL stores compare (``once_claims.expires_at <= now`` is expired), not by Redis' clock:
-# a Redis clock ahead of ours, or a TTL rounded to the millisecond, would end a marker before
-# the token it guards stopped being accepted. The TTL only collects the key, a margin after its
-# expiry (against clocks of service nodes a little apart). A marker without "e:" (written by
-# ``SET NX`` before this script) stands until its own TTL.
+# A claim stands while the caller's ``now`` is before the expiry it holds, exactly as the SQL
+# stores compare (``once_claims.expires_at <= now`` is expired), not by Redis' clock: a Redis
+# clock ahead of ours, or a TTL rounded to the millisecond, would end a marker before the token
+# it guards stopped being accepted. The TTL only collects the key, a margin after its expiry
+# (against clocks of service nodes a little apart). A final claim holds "e:<expiry>", a
+# provisional one "p:<owner>:<expiry>"; only that owner makes it final or drops it. A marker
+# without an expiry (written by ``SET NX`` before these scripts) stands until its own TTL.
+# Claiming answers nil (claimed) or the value that stands, so a provisional one is told apart.
 _CLAIM = Script("""
 local held = redis.call('GET', KEYS[1])
-if held and (string.sub(held, 1, 2) ~= 'e:' or tonumber(string.sub(held, 3)) > tonumber(ARGV[2])) then
-  return 0
+if held then
+  local until_ = tonumber(string.match(held, ':([^:]*)$'))
+  if until_ == nil or until_ > tonumber(ARGV[2]) then return held end
 end
 if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[1], 'e:' .. ARGV[1], 'PX', ARGV[3])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 elseif held then
   redis.call('DEL', KEYS[1])
 end
+return false
+""")
+
+_CONFIRM = Script("""
+local held = redis.call('GET', KEYS[1])
+if not held or string.sub(held, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 return 1
+""")
+
+_RELEASE = Script("""
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, #ARGV[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """)
 #: How long a claim's key outlives its expiry, in milliseconds.
 CLAIM_TTL_MARGIN_MS = 60_000
@@ -274,10 +292,27 @@ class RedisOnce(OnceStore):
     def __init__(self, client: Commands | Client) -> None:
         self.client = _commands(client)
 
-    async def claim(self, namespace: str, key: str, expires_at: float, now: float) -> bool:
+    async def claim(
+        self, namespace: str, key: str, expires_at: float, now: float, owner: str | None = None
+    ) -> bool:
         ttl = math.ceil((expires_at - now) * 1000) + CLAIM_TTL_MARGIN_MS if expires_at > now else 0
-        args: list[Arg] = [repr(float(expires_at)), repr(float(now)), ttl]
-        return bool(await self.client.script(_CLAIM, [f"cs:o:{namespace}:{key}"], args))
+        until = repr(float(expires_at))
+        value = f"e:{until}" if owner is None else f"p:{owner}:{until}"
+        args: list[Arg] = [value.encode(), repr(float(now)), ttl]
+        held = await self.client.script(_CLAIM, [f"cs:o:{namespace}:{key}"], args)
+        if held is None:
+            return True
+        if owner is not None and _text(held).startswith("p:"):
+            raise ClaimPending()
+        return False
+
+    async def confirm(self, namespace: str, key: str, owner: str, expires_at: float) -> bool:
+        args: list[Arg] = [
+            f"p:{owner}:".encode(),
+            f"e:{float(expires_at)!r}".encode(),
+            _ms(expires_at) + CLAIM_TTL_MARGIN_MS,
+        ]
+        return bool(await self.client.script(_CONFIRM, [f"cs:o:{namespace}:{key}"], args))
 
     async def put(self, namespace: str, key: str, value: str, expires_at: float) -> None:
         await self.client.execute("SET", f"cs:v:{namespace}:{key}", value.encode(), "PXAT", _ms(expires_at))
@@ -287,8 +322,11 @@ class RedisOnce(OnceStore):
         value = await self.client.execute("GET", f"cs:v:{namespace}:{key}")
         return None if value is None else _text(value)
 
-    async def release(self, namespace: str, key: str) -> None:
-        await self.client.execute("DEL", f"cs:o:{namespace}:{key}")
+    async def release(self, namespace: str, key: str, owner: str | None = None) -> None:
+        if owner is None:
+            await self.client.execute("DEL", f"cs:o:{namespace}:{key}")
+        else:
+            await self.client.script(_RELEASE, [f"cs:o:{namespace}:{key}"], [f"p:{owner}:".encode()])
 
     async def purge_expired(self, now: float, limit: int = 1_000) -> int:
         """Markers expire by TTL; there is nothing to purge."""
@@ -344,19 +382,111 @@ def connect(url: str, timeout: float) -> Commands:
     return RedisPy(aioredis.Redis.from_pool(pool))
 
 
-class RedisStores(Stores):
-    """Sessions and single-use markers; the records come from the database (``CombinedStores``)."""
+def _pairs(reply: Any) -> dict[str, str]:
+    """``CONFIG GET``'s reply (a flat list from RESP2, a dict from redis-py) or ``INFO``'s (text,
+    or redis-py's parsed dict) as one str -> str mapping."""
+    if isinstance(reply, dict):
+        return {
+            _text(k) if isinstance(k, bytes) else str(k): _text(v) if isinstance(v, bytes) else str(v)
+            for k, v in reply.items()
+        }
+    if isinstance(reply, list):
+        return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
+    found = {}
+    for line in _text(reply).splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            found[name.strip()] = value.strip()
+    return found
 
-    def __init__(self, url: str, *, idle_timeout: float, timeout: float = 2.0) -> None:
+
+async def durability_problems(client: Commands) -> list[str]:
+    """Why this Redis could forget a single-use marker (empty: it cannot): no AOF (RDB snapshots
+    lose every write since the last one; none at all forgets everything on a restart), or an
+    eviction policy other than ``noeviction`` (every marker has a TTL, so even ``volatile-*``
+    may drop one under memory pressure). ``CONFIG GET`` first; where a managed Redis disables
+    it, ``INFO persistence`` and ``INFO memory``; where both are refused, the answer is unknown
+    and counts as a problem. A cluster answers for every primary (``RedisPy.each_primary``)."""
+    problems: list[str] = []
+    for node in await _each_primary(client):
+        try:
+            config = _pairs(await node("CONFIG", "GET", "appendonly"))
+            config |= _pairs(await node("CONFIG", "GET", "maxmemory-policy"))
+            aof, policy = config.get("appendonly", ""), config.get("maxmemory-policy", "")
+        except ReplyError:
+            try:
+                info = _pairs(await node("INFO", "persistence")) | _pairs(await node("INFO", "memory"))
+            except ReplyError:
+                problems.append("neither CONFIG GET nor INFO is allowed, so its persistence is unknown")
+                continue
+            aof = "yes" if info.get("aof_enabled") in ("1", "True") else "no"
+            policy = info.get("maxmemory_policy", "")
+        if aof != "yes":
+            problems.append("appendonly is not yes (without AOF a restart forgets used tokens and nonces)")
+        if policy != "noeviction":
+            problems.append(
+                f"maxmemory-policy is {policy or 'unknown'}, not noeviction (eviction drops markers)"
+            )
+    return sorted(set(problems))
+
+
+async def _each_primary(client: Commands) -> list[Any]:
+    """One command runner per primary: the client itself, or each node of a cluster."""
+    cluster = client.client if isinstance(client, RedisPy) else None
+    if isinstance(cluster, RedisCluster):
+        await cluster.initialize()
+
+        def runner(node: Any) -> Any:
+            async def run(*args: Arg) -> Any:
+                with _translated():
+                    return await cluster.execute_command(*args, target_nodes=node)
+
+            return run
+
+        return [runner(node) for node in cluster.get_primaries()]
+    return [client.execute]
+
+
+class RedisStores(Stores):
+    """Sessions and single-use markers; the records come from the database (``CombinedStores``).
+
+    A Redis that can forget a marker (``durability_problems``) makes used tokens and nonces
+    replayable after a restart or an eviction, so it is refused (``VolatileStore``) unless
+    ``allow_volatile``; then every ``open`` and readiness check logs it and ``warnings()`` says
+    it, for ``/readyz``. Checked again at every ``ping``, so a later CONFIG SET is seen too."""
+
+    def __init__(
+        self, url: str, *, idle_timeout: float, timeout: float = 2.0, allow_volatile: bool = False
+    ) -> None:
         self.client = connect(url, timeout)
+        self.allow_volatile = allow_volatile
+        self._warnings: list[str] = []
         # Redis never holds durable records; CombinedStores takes them from the database.
         super().__init__(RecordStore(), RedisSessions(self.client, idle_timeout), RedisOnce(self.client))
 
-    async def open(self) -> None:
+    async def _check(self) -> None:
         await self.client.execute("PING")
+        problems = await durability_problems(self.client)
+        if problems and not self.allow_volatile:
+            self._warnings = []
+            raise VolatileStore(
+                "Redis can forget used tokens and nonces: "
+                + "; ".join(problems)
+                + ". Enable AOF (appendonly yes) and maxmemory-policy noeviction, or set"
+                " COMMONS_SESSION_REDIS_ALLOW_VOLATILE=true to accept replays after a restart."
+            )
+        if problems and problems != self._warnings:
+            log.warning("Redis is volatile (allowed by REDIS_ALLOW_VOLATILE): %s", "; ".join(problems))
+        self._warnings = ["redis volatile: " + p for p in problems]
+
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
+
+    async def open(self) -> None:
+        await self._check()
 
     async def ping(self) -> None:
-        await self.client.execute("PING")
+        await self._check()
 
     async def close(self) -> None:
         await self.client.close()

@@ -26,6 +26,7 @@ from ..domain.models import (
     User,
 )
 from ..errors import (
+    ClaimPending,
     CreateError,
     DuplicateInstitution,
     DuplicateRegistration,
@@ -514,13 +515,30 @@ class SqlSessions(_SqlStore, SessionStore):
 
 
 class SqlOnce(_SqlStore, OnceStore):
-    async def claim(self, namespace: str, key: str, expires_at: float, now: float) -> bool:
+    async def claim(
+        self, namespace: str, key: str, expires_at: float, now: float, owner: str | None = None
+    ) -> bool:
         # One statement, so it is atomic on both engines: insert, or take over an expired claim.
+        # A provisional claim keeps its owner in ``value`` (a final claim has none).
         changed = await self.db.execute(
-            "INSERT INTO once_claims (namespace, key, expires_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (namespace, key) DO UPDATE SET expires_at = excluded.expires_at"
-            " WHERE once_claims.expires_at <= ?",
-            (namespace, key, expires_at, now),
+            "INSERT INTO once_claims (namespace, key, expires_at, value) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (namespace, key) DO UPDATE SET expires_at = excluded.expires_at,"
+            " value = excluded.value WHERE once_claims.expires_at <= ?",
+            (namespace, key, expires_at, owner, now),
+        )
+        if not changed and owner is not None:
+            held = await self.db.fetchone(
+                "SELECT value FROM once_claims WHERE namespace = ? AND key = ?", (namespace, key)
+            )
+            if held is not None and held[0] is not None:
+                raise ClaimPending()
+        return bool(changed)
+
+    async def confirm(self, namespace: str, key: str, owner: str, expires_at: float) -> bool:
+        changed = await self.db.execute(
+            "UPDATE once_claims SET expires_at = ?, value = NULL"
+            " WHERE namespace = ? AND key = ? AND value = ?",
+            (expires_at, namespace, key, owner),
         )
         return bool(changed)
 
@@ -539,8 +557,14 @@ class SqlOnce(_SqlStore, OnceStore):
         )
         return None if row is None or row[0] is None else str(row[0])
 
-    async def release(self, namespace: str, key: str) -> None:
-        await self.db.execute("DELETE FROM once_claims WHERE namespace = ? AND key = ?", (namespace, key))
+    async def release(self, namespace: str, key: str, owner: str | None = None) -> None:
+        if owner is None:
+            await self.db.execute("DELETE FROM once_claims WHERE namespace = ? AND key = ?", (namespace, key))
+        else:
+            await self.db.execute(
+                "DELETE FROM once_claims WHERE namespace = ? AND key = ? AND value = ?",
+                (namespace, key, owner),
+            )
 
     async def purge_expired(self, now: float, limit: int = 1_000) -> int:
         return await self.db.execute(
