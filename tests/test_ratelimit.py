@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from commons_session.config import Settings
 from .backends import redis_server
 from .canvas import CanvasUser, FakeCanvas
 from .conftest import Server, launch, session_cookie, start_server
+from .platform13 import jwks_server, login, post_launch, register
 
 UNKNOWN_ID = "Q" * 42 + "A"  # well-formed, never issued
 LIMIT = 3  # failures per address
@@ -95,10 +97,11 @@ def test_bad_tokens_get_429_with_retry_after_after_the_limit_and_not_before(
 
     assert [_forged(client, canvas).status_code for _ in range(LIMIT)] == [401] * LIMIT
     _assert_rate_limited(_forged(client, canvas))
-    # Blocked for everything that can carry a credential, valid ones included ...
-    _assert_rate_limited(client.get(f"/api/sessions/{session_id}", headers={"x-session-id": session_id}))
+    # Blocked for every create and launch, valid ones included ...
     _assert_rate_limited(launch(limited, canvas, user, client=client))
-    # ... but not for probes.
+    _assert_rate_limited(client.post("/api/sessions", json={"jwt_token": canvas.jwt_token(user)}))
+    # ... but not for a live session, nor for probes.
+    assert client.get(f"/api/sessions/{session_id}", headers={"x-session-id": session_id}).status_code == 200
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
 
@@ -118,7 +121,7 @@ def test_failed_session_lookups_count_against_the_address(limited: Server, clien
         client.get("/api/terms", headers={"x-session-id": "malformed"}).status_code,
     ]
     assert statuses == [401] * LIMIT
-    _assert_rate_limited(client.get(f"/api/sessions/{live}", headers={"x-session-id": live}))
+    _assert_rate_limited(client.get(f"/api/sessions/{UNKNOWN_ID}", headers={"x-session-id": UNKNOWN_ID}))
 
 
 def test_addresses_behind_a_trusted_proxy_are_counted_separately(limited: Server) -> None:
@@ -205,3 +208,84 @@ def test_default_limits_stop_a_hammering_client_within_seconds_but_spare_a_schoo
     # A school's verified traffic has a much larger allowance than one address's failures.
     assert defaults.rate_limit_institution_requests >= 20 * defaults.rate_limit_address_failures
     assert defaults.trusted_proxies == []
+
+
+# -- replays never spend the institution's budget (issue 11, item 7) ---------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+def counters(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Settings for each counter backend: process memory, or a Redis of the test's own."""
+    if request.param == "memory":
+        yield {}
+        return
+    with redis_server() as redis:
+        yield {"redis_url": redis.url}
+
+
+def _from(server: Server) -> httpx.Client:
+    return server.client(headers={"x-forwarded-for": next(_addresses)})
+
+
+def test_replayed_expired_and_forged_credentials_never_spend_the_institutions_budget(
+    make_server: MakeServer, counters: dict[str, str]
+) -> None:
+    budget = 4  # the real requests below: a 1.1 launch, a 1.3 launch and two creates
+    srv = make_server(
+        rate_limit_address_failures=LIMIT,
+        rate_limit_institution_requests=budget,
+        rate_limit_window=WINDOW,
+        trusted_proxies="127.0.0.1",
+        **counters,
+    )
+    with jwks_server() as jwks:
+        platform = register(srv, jwks)
+        canvas, user = FakeCanvas(platform.consumer_key, platform.secret), CanvasUser()
+        # Real use: a launch, its terms, one create and one LTI 1.3 launch (3 of 4).
+        body, headers = canvas.signed_launch(srv.url + "/api/lti", user)
+        with _from(srv) as school:
+            response = school.post("/api/lti", content=body, headers=headers)
+            assert response.status_code == 303, response.text
+            session_id = session_cookie(response)
+            [code] = parse_qs(urlsplit(response.headers["location"]).query)["code"]
+            assert school.post("/api/sessions/exchange", json={"code": code}).status_code == 200
+            version = school.get("/api/terms", headers={"x-session-id": session_id}).json()["version"]
+            accepted = school.post("/api/terms/accept", json={"version": version, "sessionId": session_id})
+            assert accepted.status_code == 204
+            used = canvas.jwt_token(user)
+            assert school.post("/api/sessions", json={"jwt_token": used}).status_code == 201
+        started = login(srv, platform)
+        id_token = platform.id_token(user, started.nonce)
+        lti13 = {"id_token": id_token, "state": started.state}
+        assert post_launch(srv, id_token, started.state, started.binding).status_code in (200, 303)
+
+        stale = {
+            "used": lambda c: c.post("/api/sessions", json={"jwt_token": used}),
+            "expired": lambda c: c.post(
+                "/api/sessions", json={"jwt_token": canvas.jwt_token(user, iat=int(time.time()) - 3_600)}
+            ),
+            "forged": lambda c: _forged(c, canvas),
+            "launch": lambda c: c.post("/api/lti", content=body, headers=headers),
+            "lti13": lambda c: c.post(
+                "/api/lti/launch", data=lti13, headers={"cookie": f"lti1p3_state={started.binding}"}
+            ),
+            "exchange": lambda c: c.post("/api/sessions/exchange", json={"code": code}),
+        }
+        for name, replay in stale.items():
+            # Many replayers, each refused, past the school's whole budget ...
+            for _ in range(budget + 2):
+                with _from(srv) as replayer:
+                    status = replay(replayer).status_code
+                    assert 400 <= status < 500 and status != 429, (name, status)
+            # ... and one replaying address is stopped by its own limit, not the school's.
+            with _from(srv) as replayer:
+                assert [replay(replayer).status_code != 429 for _ in range(LIMIT)] == [True] * LIMIT
+                _assert_rate_limited(replay(replayer))
+
+        # The school's real users still have the budget their own requests left: one create.
+        with _from(srv) as school:
+            fresh = canvas.jwt_token(user, iat=int(time.time()) - 100)
+            created = school.post("/api/sessions", json={"jwt_token": fresh})
+            assert created.status_code == 201, created.text
+            over = canvas.jwt_token(user, iat=int(time.time()) - 101)
+            _assert_rate_limited(school.post("/api/sessions", json={"jwt_token": over}))

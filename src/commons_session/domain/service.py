@@ -84,7 +84,8 @@ _REFUSALS = (BadRequest, AuthenticationError, Forbidden)
 
 class InstitutionGuard(Protocol):
     async def admit_institution(self, consumer_key: str) -> None:
-        """Called once per verified create or launch; raises ``RateLimited`` to refuse it."""
+        """Called once per create or launch that passed every check but the institution's
+        limit (its single-use claim made); raises ``RateLimited`` to refuse it."""
         ...
 
 
@@ -444,8 +445,6 @@ class SessionService:
         claims = tokens.verify(
             parsed, institution, now=now, max_age=policy.jwt_max_age, future_skew=policy.jwt_future_skew
         )
-        if self.guard is not None:
-            await self.guard.admit_institution(institution.consumer_key)
         identity = lti.parse_identity(claims, institution.id, from_token=True)
         found = await self.stores.records.find_user_accepted(identity, self.terms.version)
         if found is None:
@@ -469,6 +468,7 @@ class SessionService:
         # (SQLite: one transaction instead of three), and a failed insert keeps no claim.
         async with self.stores.atomic():
             async with self._single_use("jwt", digest, keep_until, now, TokenReplayed()) as made:
+                await self._admit(institution)
                 issued = await self._issue(user, profile, institution, user_agent)
                 made.append(issued.record.id_hash)
             await self._emit_created("jwt", issued.record)
@@ -620,11 +620,10 @@ class SessionService:
         *,
         check_message: bool = False,
     ) -> LaunchResult:
-        """The rest of every launch once its signature verified (1.1 or 1.3): charge the
-        institution, read who it names, claim its nonce (``replayed`` if already used), then
-        start the session; a store failure after the claim gives the nonce back."""
-        if self.guard is not None:
-            await self.guard.admit_institution(institution.consumer_key)
+        """The rest of every launch once its signature verified (1.1 or 1.3): read who it
+        names, claim its nonce (``replayed`` if already used), charge the institution, then
+        start the session; a store failure or the institution's limit after the claim gives
+        the nonce back (a launch refused with 429 can be sent again)."""
         if check_message:
             lti.check_message(params)
         identity = lti.parse_identity(params, institution.id, from_token=False)
@@ -632,11 +631,22 @@ class SessionService:
         await self._refuse_disabled(identity, who)
         namespace, key = nonce
         async with self._single_use(namespace, key, keep_until, now, replayed) as made:
+            await self._admit(institution)
             result = await self._start_session(
                 institution, identity, profile, lti.launch_context(params), now, held_session_id, user_agent
             )
             made.append(result.issued.record.id_hash)
         return result
+
+    async def _admit(self, institution: Institution) -> None:
+        """Charge the institution's rate budget. Called only once a request has passed every
+        cheap check, the single-use claim included, so replaying a stale, forged or used
+        credential never spends a school's budget (its sender's address pays instead); the
+        caller gives the claim back if this refuses. Inside ``atomic`` on SQLite this is safe:
+        the counters are then in process memory (Redis counters come with Redis sessions,
+        whose ``atomic`` holds no lock), and a memory hit never yields."""
+        if self.guard is not None:
+            await self.guard.admit_institution(institution.consumer_key)
 
     async def _refuse_disabled(self, identity: Identity, who: _Who) -> None:
         known = await self.stores.records.find_user(identity)

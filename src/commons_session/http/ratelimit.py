@@ -3,12 +3,15 @@
 - Per address: refused creates and launches (a 4xx answer on ``POST /api/sessions``,
   ``POST /api/sessions/exchange`` or any ``/api/lti*`` route) and failed session lookups (an id
   that turned out invalid) count against ``rate_limit_address_failures`` per window. Past it,
-  every request from that address gets 429 until the window ends. A create or launch holds one
-  unit while it runs and gives it back if it succeeds, so a burst of bad tokens cannot slip past
-  the limit before their answers are known.
-- Per institution: creates and launches whose signature verified count against
-  ``rate_limit_institution_requests`` (``admit_institution``, called by the service). Forged
-  requests never count there, so nobody can lock a school out by naming its consumer key.
+  the address gets 429 for every create, exchange and launch and for every lookup of an id
+  that is not a live session, until the window ends; requests with a live session are still
+  served. A create or launch holds one unit while it runs and gives it back if it succeeds, so
+  a burst of bad tokens cannot slip past the limit before their answers are known.
+- Per institution: creates and launches that passed every other check, their single-use claim
+  included, count against ``rate_limit_institution_requests`` (``admit_institution``, called
+  by the service, which gives the claim back if it refuses). Forged, expired and replayed
+  credentials never count there, so nobody can lock a school out by naming its consumer key
+  or replaying one of its tokens.
 
 Counters live in Redis when it is configured (shared by every instance) and in process memory
 otherwise. If the counters cannot be reached the limiter lets requests in and logs it: a rate
@@ -107,7 +110,7 @@ class RateLimiter:
         self.address_failures = address_failures
         self.institution_requests = institution_requests
         # address -> monotonic time its block ends: what this process already knows, so a
-        # blocked address costs no counter round trip, and reads of live sessions never do.
+        # blocked address's attempts cost no counter round trip.
         self._blocked: dict[str, float] = {}
         self._last_warning = -math.inf
 
@@ -151,11 +154,16 @@ class RateLimiter:
         """The attempt succeeded (or failed on our side): give its unit back."""
         await self._hit("fail:" + address, -1)
 
-    async def failed(self, address: str) -> None:
-        """A failed session lookup: count it, and block the address once it reaches the limit."""
+    async def failed(self, address: str) -> int | None:
+        """A failed session lookup: count it, and block the address once it reaches the limit.
+        Returns seconds to wait if this lookup is past the limit (it is to be refused)."""
+        already = self.blocked(address)
         count = await self._hit("fail:" + address)
         if count is not None and count.hits >= self.address_failures:
             self._block(address, count)
+            if count.hits > self.address_failures:
+                return count.retry_after
+        return already
 
     async def admit_institution(self, consumer_key: str) -> None:
         if not self.institution_requests:
@@ -188,23 +196,33 @@ class RateLimitMiddleware:
         retry_after = limiter.blocked(address)
         if retry_after is None and attempt:
             retry_after = await limiter.charge(address)
-        if retry_after is not None:
-            metrics().rate_limited.labels("address").inc()
-            response = problem(
-                429,
-                "rate_limited",
-                "Too many failed attempts from your address; retry after Retry-After seconds.",
-                headers={"Retry-After": str(retry_after)},
-            )
-            await response(scope, receive, send)
+        if retry_after is not None and attempt:
+            await _refuse(retry_after, scope, receive, send)
             return
 
+        # Anything else, from a blocked address too, runs: a valid session is served (a school
+        # behind one NAT address keeps reading its sessions while one of its clients is
+        # blocked). A lookup that failed is counted before its answer starts, and answered
+        # 429 instead once the address is past its limit: the same work, in the same order,
+        # as for any address, so a blocked address learns nothing from timing or status that
+        # an unblocked one does not (200 for a valid id is what serving it means).
         status = 500
+        counted = False
+        refused = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, counted, refused
+            if refused:
+                return  # the app's answer to a refused lookup: replaced by the 429
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if not attempt and scope.get(FAILED_LOOKUP):
+                    counted = True
+                    wait = await limiter.failed(address)
+                    if wait is not None:
+                        refused = True
+                        await _refuse(wait, scope, receive, send)
+                        return
             await send(message)
 
         try:
@@ -213,5 +231,16 @@ class RateLimitMiddleware:
             if attempt:
                 if not (400 <= status < 500 and status != 429):
                     await limiter.refund(address)
-            elif scope.get(FAILED_LOOKUP):
+            elif scope.get(FAILED_LOOKUP) and not counted:
                 await limiter.failed(address)
+
+
+async def _refuse(retry_after: int, scope: Scope, receive: Receive, send: Send) -> None:
+    metrics().rate_limited.labels("address").inc()
+    response = problem(
+        429,
+        "rate_limited",
+        "Too many failed attempts from your address; retry after Retry-After seconds.",
+        headers={"Retry-After": str(retry_after)},
+    )
+    await response(scope, receive, send)
