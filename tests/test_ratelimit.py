@@ -259,7 +259,7 @@ def test_replayed_expired_and_forged_credentials_never_spend_the_institutions_bu
         lti13 = {"id_token": id_token, "state": started.state}
         assert post_launch(srv, id_token, started.state, started.binding).status_code in (200, 303)
 
-        stale = {
+        stale: dict[str, Callable[[httpx.Client], httpx.Response]] = {
             "used": lambda c: c.post("/api/sessions", json={"jwt_token": used}),
             "expired": lambda c: c.post(
                 "/api/sessions", json={"jwt_token": canvas.jwt_token(user, iat=int(time.time()) - 3_600)}
