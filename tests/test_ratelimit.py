@@ -289,3 +289,56 @@ def test_replayed_expired_and_forged_credentials_never_spend_the_institutions_bu
             assert created.status_code == 201, created.text
             over = canvas.jwt_token(user, iat=int(time.time()) - 101)
             _assert_rate_limited(school.post("/api/sessions", json={"jwt_token": over}))
+
+
+def test_a_create_or_launch_refused_by_the_institutions_limit_keeps_its_token_usable(
+    make_server: MakeServer,
+) -> None:
+    window = 2
+    srv = make_server(rate_limit_institution_requests=1, rate_limit_window=window)
+    canvas, user = srv.add_institution(), CanvasUser()
+    with srv.client() as c:
+        _onboard(srv, c, canvas, user)  # the whole budget of this window
+        token = canvas.jwt_token(user)
+        body, headers = canvas.signed_launch(srv.url + "/api/lti", user)
+        refused = c.post("/api/sessions", json={"jwt_token": token})
+        assert refused.status_code == 429, refused.text
+        assert c.post("/api/lti", content=body, headers=headers).status_code == 429
+        time.sleep(int(refused.headers["retry-after"]) + 0.2)
+        # The claims were given back: the same token and the same launch work in the next window.
+        assert c.post("/api/sessions", json={"jwt_token": token}).status_code == 201
+        time.sleep(window + 0.2)
+        assert c.post("/api/lti", content=body, headers=headers).status_code == 303
+
+
+# -- a blocked address keeps its live sessions (issue 11, item 8) --------------------------
+
+
+def test_a_blocked_address_is_served_its_live_sessions_on_every_server_but_its_guesses_are_not(
+    make_server: MakeServer,
+) -> None:
+    with redis_server() as redis:
+        settings = {"redis_url": redis.url, "rate_limit_address_failures": LIMIT, "rate_limit_window": WINDOW}
+        first, second = make_server(**settings), make_server(**settings)
+        canvas, user = first.add_institution(), CanvasUser()
+        with first.client() as one, second.client() as two:
+            session_id = _onboard(first, one, canvas, user)
+            [other] = _sessions(one, canvas, user, 1)
+            # One client behind the school's address hammers forged tokens until it is blocked.
+            assert [_forged(one, canvas).status_code for _ in range(LIMIT)] == [401] * LIMIT
+            _assert_rate_limited(_forged(one, canvas))
+            for c in (one, two):
+                # Creates and launches stay refused ...
+                _assert_rate_limited(c.post("/api/sessions", json={"jwt_token": canvas.jwt_token(user)}))
+                _assert_rate_limited(launch(first, canvas, user, client=c))
+                # ... live sessions are served, on the server that blocked and on the other ...
+                read = c.get(f"/api/sessions/{session_id}", headers={"x-session-id": session_id})
+                assert read.status_code == 200, read.text
+                assert c.get("/api/terms", headers={"x-session-id": session_id}).status_code == 200
+                # ... and a guessed id gets the same 429 as a blocked create, whatever it names.
+                for guess in (UNKNOWN_ID, "malformed"):
+                    _assert_rate_limited(c.get(f"/api/sessions/{guess}", headers={"x-session-id": guess}))
+                _assert_rate_limited(c.get("/api/sessions/logout", params={"session-id": UNKNOWN_ID}))
+            assert one.get("/api/sessions/logout", params={"session-id": other}).status_code in (200, 204)
+            # A session ended since is a guess like any other.
+            _assert_rate_limited(two.get(f"/api/sessions/{other}", headers={"x-session-id": other}))

@@ -306,6 +306,7 @@ async def _users(args: argparse.Namespace, settings: Settings, stores: Stores) -
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
     from granian.server import Server
 
     # Open (and migrate) once here, so a bad URL or a too-new schema fails before binding. A store
@@ -319,6 +320,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         f"commons-session serving on http://{args.host}:{args.port} ({settings.database_url})",
         file=sys.stderr,
     )
+    per_worker = _connection_budget(settings.max_connections, args.workers)
     with _metrics_directory():
         Server(
             "commons_session.http.app:create_app",
@@ -331,8 +333,42 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             log_level=settings.log_level.lower(),  # type: ignore[arg-type]
             websockets=False,
             workers_kill_timeout=settings.shutdown_timeout,  # a stuck request cannot hold shutdown
+            # A worker that dies (killed, out of memory) is replaced; the others keep serving.
+            # Granian still exits if the same worker dies again within ~5 s (a crash loop).
+            respawn_failed_workers=True,
+            # Granian's backpressure is the number of connections a worker holds open at once
+            # (a permit per accepted connection): the total connection budget, per worker.
+            backpressure=per_worker,
+            http1_settings=HTTP1Settings(header_read_timeout=round(settings.header_read_timeout * 1000)),
         ).serve()
     return 0
+
+
+#: Descriptors a worker needs besides its connections: stores, logs, metrics files, the loop.
+_RESERVED_FILES = 256
+
+
+def _connection_budget(max_connections: int, workers: int) -> int:
+    """Connections per worker: ``max_connections`` split between the workers, and no more than
+    the open-files limit allows. The soft limit is raised to the hard one first (workers inherit
+    it): past it, accept() would fail instead of the connection waiting its turn."""
+    import resource
+
+    per_worker = max(1, max_connections // workers)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and per_worker > soft - _RESERVED_FILES:
+        fitted = max(16, soft - _RESERVED_FILES)
+        print(
+            f"commons-session: open-files limit {soft} holds {fitted} connections per worker, not "
+            f"{per_worker}; raise it (ulimit -n) to hold COMMONS_SESSION_MAX_CONNECTIONS",
+            file=sys.stderr,
+        )
+        per_worker = fitted
+    return per_worker
 
 
 @contextlib.contextmanager

@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     absolute_timeout: int = Field(default=43_200, ge=1)  # 12 hours
     #: On SIGTERM, in-flight requests get this long to finish before a worker is killed.
     shutdown_timeout: int = Field(default=30, ge=1)  # seconds
+    #: A connection must send a request's whole head (request line and headers) within this long,
+    #: and an idle keep-alive connection its next request: a slow or silent client cannot hold a
+    #: connection longer (granian's ``http1_header_read_timeout``; at most 60).
+    header_read_timeout: float = Field(default=10.0, ge=0.001, le=60)  # seconds
+    #: ... and the request's body within this long after its head; past it, 408 and the
+    #: connection is closed. A real body is at most ``max_body_bytes`` and arrives at once.
+    body_read_timeout: float = Field(default=10.0, gt=0)  # seconds
+    #: Open connections one ``serve`` holds at most, split evenly between its workers; further
+    #: ones wait in the kernel's accept queue until a connection closes. Thousands of slow
+    #: clients fit and still leave room (docs/security.md#slow-clients). The open-files limit
+    #: is raised to fit at start.
+    max_connections: int = Field(default=8_192, ge=16)
     #: Reads record activity at most this often, so a read does not write every time.
     touch_interval: int = Field(default=60, ge=0)  # 1 minute
 

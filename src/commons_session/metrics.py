@@ -63,6 +63,9 @@ class Metrics:
             registry=registry,
         )
         self.audit_failures = counter("audit_write_failures", "Audit events that could not be written.")
+        self.slow_bodies = counter(
+            "slow_request_bodies", "Requests answered 408: their body did not arrive in time."
+        )
         self.limiter_failures = counter(
             "rate_limit_store_errors",
             "Rate-limit counter calls that failed (the limiter let the request in).",

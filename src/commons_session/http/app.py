@@ -23,6 +23,7 @@ from ..logs import configure_logging, request_id
 from ..metrics import instrument, metrics
 from ..stores.base import RecordStore, Stores
 from ..stores.factory import make_counter
+from .bodies import BodyDeadlineMiddleware
 from .jwks import make_jwks_fetcher
 from .middleware import AccessLogMiddleware, SecurityHeadersMiddleware
 from .problems import exception_handlers
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(RequestClockMiddleware),
             Middleware(AccessLogMiddleware),
             Middleware(SecurityHeadersMiddleware),
+            Middleware(BodyDeadlineMiddleware, timeout=settings.body_read_timeout),
             Middleware(RateLimitMiddleware, limiter=limiter, trusted_proxies=trusted),
         ],
         exception_handlers=exception_handlers,

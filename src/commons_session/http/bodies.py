@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import BadRequest
+from ..metrics import metrics
+from .problems import problem
 
-__all__ = ["FORM", "JSON", "Body", "read_body"]
+__all__ = ["FORM", "JSON", "Body", "BodyDeadlineMiddleware", "read_body"]
+
+security_log = logging.getLogger("commons_session.security")
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -26,6 +33,62 @@ class InvalidJson(BadRequest):
 class IncompleteBody(BadRequest):
     code = "incomplete_body"
     default_message = "The body ended before it was complete (short of its Content-Length or badly chunked)."
+
+
+class _BodyTimedOut(Exception):
+    """Raised out of ``receive`` when the body is late: not a ClientDisconnect, so no handler
+    turns it into a 400 on the way up to ``BodyDeadlineMiddleware``."""
+
+
+class BodyDeadlineMiddleware:
+    """A request's body must arrive whole within ``timeout`` seconds of its head, else 408 and
+    the connection is closed. Granian bounds the time to read a head but not a body, so without
+    this a client sending a byte a second holds a connection (and a worker's task) for as long
+    as it likes (docs/security.md#slow-clients)."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        complete = started = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:  # the body is in: what follows is waiting for a disconnect, untimed
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTimedOut from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, tracked_send)
+        except _BodyTimedOut:
+            metrics().slow_bodies.inc()
+            security_log.info("request body not received within %ss; closing", self.timeout)
+            if started:  # cannot answer twice; granian closes a connection whose body is unread
+                return
+            response = problem(
+                408,
+                "body_timeout",
+                f"The request body did not arrive within {self.timeout:g} seconds.",
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
 
 
 @dataclass(frozen=True, slots=True)
