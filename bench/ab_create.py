@@ -130,10 +130,11 @@ def worker(tree: Path, cache: Path, size: int, pragmas: list[str]) -> None:
     if not meta_path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         template.unlink(missing_ok=True)
+        Path(f"{template}.created").unlink(missing_ok=True)  # the marker of a database we re-seed
         meta_path.write_text(json.dumps(_seed(template, size)))
     meta = json.loads(meta_path.read_text())
     work = cache / f"{size}-work-{os.getpid()}.db"  # one per worker: trees may share a cache
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".created"):
         Path(f"{work}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(template, work)
 
@@ -176,7 +177,7 @@ def worker(tree: Path, cache: Path, size: int, pragmas: list[str]) -> None:
         loop.run_until_complete(run)
         spent = time.process_time() - start
         print(f"{spent / n * 1e6:.2f}", flush=True)
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".created"):
         Path(f"{work}{suffix}").unlink(missing_ok=True)
 
 

@@ -339,6 +339,13 @@ class SchemaTooNew(StoreError):
     default_message = "The database schema is newer than this release understands; upgrade it."
 
 
+class DatabaseMissing(StoreError):
+    """A database this path once held is gone: never silently replaced by an empty one."""
+
+    code = "database_missing"
+    default_message = "The database file is missing; restore it, or remove its marker to start afresh."
+
+
 class StoreUnavailable(StoreError):
     code = "store_unavailable"
     default_message = "The session store is unavailable; try again shortly."

@@ -359,9 +359,9 @@ async def readyz(request: Request) -> Response:
         await asyncio.wait_for(stores.ping(), _settings(request).store_timeout)
     except Exception as exc:  # whatever the store's failure, the answer is "not ready", never 500
         logging.getLogger("commons_session.errors").warning("not ready: %r", exc)
-        return problem(
-            503, StoreUnavailable.code, StoreUnavailable.default_message, headers={"Retry-After": "1"}
-        )
+        # A store that knows why (the SQLite file gone, read-only, the disk full) says so.
+        detail = exc.message if isinstance(exc, StoreUnavailable) else StoreUnavailable.default_message
+        return problem(503, StoreUnavailable.code, detail, headers={"Retry-After": "1"})
     warnings = stores.warnings()
     return JSONResponse({"status": "ready", "warnings": warnings} if warnings else {"status": "ready"})
 

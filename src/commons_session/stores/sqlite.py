@@ -9,6 +9,7 @@ Each process opens its own connection; WAL lets readers proceed while one writer
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -17,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import SchemaTooNew, StoreUnavailable
+from ..errors import DatabaseMissing, SchemaTooNew, StoreUnavailable
 from .base import Stores
 from .sql import Row, SqlOnce, SqlRecords, SqlSessions, UniqueViolation
 
@@ -25,6 +26,50 @@ __all__ = ["SqliteDatabase", "SqliteStores", "connect", "latest_version", "migra
 
 BUSY_TIMEOUT_MS = 5_000  # how long a writer waits for another process's transaction
 MMAP_BYTES = 1 << 30  # how much of the file reads may map (SQLite's own cap is 2 GB)
+#: Free space below which writes are refused, before SQLite meets a full disk mid-transaction.
+MIN_FREE_BYTES = 1 << 20
+#: Written beside the database when it is first created: a start that finds the marker but not
+#: the database refuses (``DatabaseMissing``) instead of creating an empty one.
+MARKER_SUFFIX = ".created"
+
+
+class FileGuard:
+    """Whether the path still names the database file we opened, writable, with room to grow.
+
+    SQLite keeps writing to a file deleted or replaced under it: the writes go to an inode that
+    no one will open again, so they are acknowledged and lost. A ``stat`` and a ``statvfs``
+    (about 2 µs) before each write transaction, and at every ``/readyz``, turn that into a 503
+    with the reason; a fault that clears (space freed, permissions restored) clears by itself."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.directory = os.path.dirname(os.path.abspath(path))
+        st = os.stat(path)
+        self.identity = (st.st_dev, st.st_ino)
+
+    def fault(self) -> str | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return "the database file is gone (restore it and restart)"
+        except OSError as exc:
+            return f"the database file cannot be examined ({exc.strerror})"
+        if (st.st_dev, st.st_ino) != self.identity:
+            return "the database file was replaced under the running service (restart to open it)"
+        if not st.st_mode & 0o222 or not os.access(self.path, os.W_OK):
+            return "the database file is read-only"
+        try:
+            vfs = os.statvfs(self.directory)
+        except OSError as exc:
+            return f"the database's directory cannot be examined ({exc.strerror})"
+        if vfs.f_bavail * vfs.f_frsize < MIN_FREE_BYTES:
+            return "the disk holding the database is full"
+        return None
+
+    def check(self) -> None:
+        reason = self.fault()
+        if reason is not None:
+            raise StoreUnavailable(f"The session store is unavailable: {reason}.")
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -127,6 +172,8 @@ class _SqliteConnection:
         #: The task inside ``SqliteDatabase.atomic``, while one is: its transaction is open on
         #: this connection, and any other task's statement would land in it.
         self.owner: asyncio.Task[Any] | None = None
+        #: Checked before every write outside a transaction and before a transaction begins.
+        self.guard: FileGuard | None = None
 
     def _check_owner(self) -> None:
         if self.owner is not None and asyncio.current_task() is not self.owner:
@@ -148,6 +195,8 @@ class _SqliteConnection:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         if self.owner is not None:
             self._check_owner()
+        elif self.guard is not None:
+            self.guard.check()
         with _translated():
             return self.conn.execute(sql, params).rowcount
 
@@ -163,6 +212,8 @@ class SqliteDatabase(_SqliteConnection):
             async with self._savepoint():
                 yield self
             return
+        if self.guard is not None:
+            self.guard.check()
         with _translated():
             self.conn.execute("BEGIN IMMEDIATE")
         try:
@@ -206,6 +257,8 @@ class SqliteDatabase(_SqliteConnection):
             self._check_owner()
             yield
             return
+        if self.guard is not None:
+            self.guard.check()
         with _translated():
             self.conn.execute("BEGIN IMMEDIATE")
         self.owner = task
@@ -234,6 +287,15 @@ class SqliteStores(Stores):
 
     def __init__(self, path: str | Path, *, migrate_on_open: bool = True) -> None:
         self.path = str(path)
+        on_disk = self.path != ":memory:" and not self.path.startswith("file:")
+        marker = Path(self.path + MARKER_SUFFIX)
+        fresh = on_disk and not os.path.exists(self.path)
+        if fresh and marker.exists():
+            raise DatabaseMissing(
+                f"The database {self.path} is missing, but {marker} says one was created there"
+                f" ({marker.read_text('utf-8', 'replace').strip()}). Restore it from a backup, or"
+                " delete the marker to start with an empty database."
+            )
         conn = connect(self.path)
         if migrate_on_open:
             migrate(conn)
@@ -241,9 +303,16 @@ class SqliteStores(Stores):
             raise SchemaTooNew()
         self.conn = conn
         db = SqliteDatabase(conn)
+        if on_disk:
+            if fresh or not marker.exists():
+                marker.write_text(f"created {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+            db.guard = FileGuard(self.path)
+        self.guard = db.guard
         super().__init__(SqlRecords(db), _SqliteSessions(db), SqlOnce(db))
 
     async def ping(self) -> None:
+        if self.guard is not None:
+            self.guard.check()
         with _translated():
             self.conn.execute("SELECT 1 FROM institutions LIMIT 1").fetchall()
 
