@@ -15,6 +15,7 @@ import hmac
 import json
 import re
 import secrets
+import socket
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ import pytest
 
 from commons_session.domain.ids import handle_for, hash_id
 from commons_session.domain.models import Identity
+from commons_session.http.hosts import host_allowed
 from commons_session.http.routes import csrf_token_for
 from commons_session.stores.base import Stores
 
@@ -639,6 +641,107 @@ def test_nul_characters_in_launches_and_tokens_are_refused_or_dropped_never_a_50
     created = post_token(pg_server, canvas.jwt_token(user, lis_person_name_full="\x00"))
     assert created.status_code == 201, created.text
     assert "\x00" not in created.text
+
+
+# -- Host header trust ----------------------------------------------------------------------
+
+
+def test_without_public_url_only_configured_hosts_are_answered(
+    make_server: Callable[..., Server], user: CanvasUser
+) -> None:
+    """Without PUBLIC_URL the Host decides the URL a launch signature is checked against: a
+    launch signed for a host we were never told about must not be verified against it."""
+    server = make_server(allowed_hosts="lor.example.edu")
+    canvas = server.add_institution()
+    body, headers = canvas.signed_launch("http://attacker.example/api/lti", user)
+    headers = {**headers, "Host": "attacker.example"}
+    refused(httpx.post(server.url + "/api/lti", content=body, headers=headers), 400, "untrusted_host")
+    for path in ("/", "/terms", "/api/sessions", "/api/lti/login", "/openapi.json"):
+        refused(httpx.get(server.url + path, headers={"Host": "attacker.example"}), 400, "untrusted_host")
+    # A lookalike of the allowed host, another port spelling, a userinfo trick: not it either.
+    for host in ("lor.example.edu.attacker.example", "attacker.example#lor.example.edu", "a@lor.example.edu"):
+        refused(httpx.get(server.url + "/", headers={"Host": host}), 400, "untrusted_host")
+
+    body, headers = canvas.signed_launch("http://lor.example.edu/api/lti", user)
+    headers = {**headers, "Host": "lor.example.edu"}
+    assert httpx.post(server.url + "/api/lti", content=body, headers=headers).status_code == 303
+
+    # Probes and /metrics build no URL: a load balancer probes by address.
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(server.url + path, headers={"Host": "10.1.2.3:8000"}).status_code == 200
+
+
+def test_by_default_only_the_loopback_names_are_trusted(server: Server) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+        assert httpx.get(server.url + "/openapi.json", headers={"Host": host}).status_code == 200, host
+    foreign = httpx.get(server.url + "/openapi.json", headers={"Host": "lor.example.edu"})
+    refused(foreign, 400, "untrusted_host")
+
+
+def test_two_host_headers_are_refused(server: Server) -> None:
+    """Which of two a proxy and we would each read is anyone's guess: neither is trusted."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: attacker.example\r\n\r\n")
+        head = conn.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 400"), head
+    assert "untrusted_host" in head
+    # HTTP/1.0 without a Host: the URL is built from our own listening address, nothing to trust.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET /openapi.json HTTP/1.0\r\n\r\n")
+        head = conn.recv(65536).decode("latin-1")
+    assert head.split(" ", 2)[1] == "200", head[:200]
+
+
+def test_with_public_url_the_host_header_is_not_consulted(
+    make_server: Callable[..., Server], user: CanvasUser
+) -> None:
+    server = make_server(public_url="https://lor.example.edu")
+    canvas = server.add_institution()
+    body, headers = canvas.signed_launch("https://lor.example.edu/api/lti", user)
+    headers = {**headers, "Host": "internal-name:8000"}  # what a proxy may forward
+    assert httpx.post(server.url + "/api/lti", content=body, headers=headers).status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "expected"),
+    [
+        ("lor.example.edu", ["lor.example.edu"], True),
+        ("LOR.Example.EDU:8443", ["lor.example.edu"], True),
+        ("lor.example.edu:8443", ["lor.example.edu:443"], False),
+        ("lor.example.edu:443", ["lor.example.edu:443"], True),
+        ("a.lor.example.edu", ["*.lor.example.edu"], True),
+        ("lor.example.edu", ["*.lor.example.edu"], False),
+        ("evil-lor.example.edu", ["*.lor.example.edu"], False),
+        ("[::1]:8000", ["[::1]"], True),
+        ("[::1", ["[::1]"], False),
+        ("", ["lor.example.edu"], False),
+        ("lor.example.edu/x", ["lor.example.edu"], False),
+        ("lor.example.edu\\@x", ["lor.example.edu"], False),
+    ],
+)
+def test_host_matching(host: str, allowed: list[str], expected: bool) -> None:
+    assert host_allowed(host, allowed) is expected
+
+
+def test_a_protected_metrics_endpoint_wants_its_bearer_token(make_server: Callable[..., Server]) -> None:
+    token = secrets.token_urlsafe(24)
+    server = make_server(metrics_token=token)
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": f"Bearer {token}x"},
+    ):
+        response = httpx.get(server.url + "/metrics", headers=headers)
+        refused(response, 401, "metrics_token_required")
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "commons_session_" not in response.text
+    shown = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert shown.status_code == 200
+    assert "commons_session_http_requests_total" in shown.text
+    assert token not in server.logs()
 
 
 # -- docs/security.md names real tests --------------------------------------------------------

@@ -145,3 +145,45 @@ def test_a_full_disk_fails_readiness_and_writes_then_recovers_without_a_restart(
             server.stop()
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _chattr(flag: str, *paths: Path) -> None:
+    subprocess.run(["chattr", flag, *[str(p) for p in paths if p.exists()]], check=True)
+
+
+def test_an_immutable_database_fails_readiness_never_crashes_and_recovers(
+    running: tuple[Server, FakeCanvas, CanvasUser],
+) -> None:
+    """``chattr +i`` on the file, its -wal and its -shm under writes and reads: SQLite's
+    checkpoint into a file it cannot write used to end the process with SIGBUS."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("chattr +i needs root and chattr")
+    server, canvas, user = running
+    # Enough writes that the WAL holds pages an auto-checkpoint will want to copy back.
+    acknowledged = [create_session(server, canvas, user) for _ in range(40)]
+    files = [Path(str(server.db_path) + suffix) for suffix in ("", "-wal", "-shm")]
+    try:
+        _chattr("+i", *files)
+        _not_ready(server, "read-only")
+        for _ in range(30):
+            _refused(_create(server, canvas, user))
+            with server.client() as c:
+                _refused(c.get("/api/sessions/logout", headers={"x-session-id": acknowledged[0]}))
+                sid = acknowledged[1]
+                read = c.get(f"/api/sessions/{sid}", headers={"x-session-id": sid})
+                assert read.status_code in (200, 503), read.text
+        # Each file on its own is enough to refuse.
+        for frozen in files[1:]:
+            _chattr("-i", *files)
+            _chattr("+i", frozen)
+            if frozen.exists():
+                _not_ready(server, "read-only")
+        assert server.process.poll() is None, server.logs()[-2000:]
+    finally:
+        _chattr("-i", *files)
+    with server.client() as c:
+        assert c.get("/readyz").status_code == 200
+        for sid in acknowledged:
+            assert c.get(f"/api/sessions/{sid}", headers={"x-session-id": sid}).status_code == 200
+    assert _create(server, canvas, user).status_code == 201
+    assert server.process.poll() is None

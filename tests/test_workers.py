@@ -94,10 +94,10 @@ def _slow(url: str, head_only: bool) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)), timeout=10)
     if head_only:
-        s.sendall(b"POST /api/sessions HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+        s.sendall(b"POST /api/sessions HTTP/1.1\r\nHost: localhost\r\n")  # the head never ends
     else:
         s.sendall(
-            b"POST /api/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /api/sessions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: 100\r\n\r\n{"
         )
     return s

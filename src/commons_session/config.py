@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .stores.base import Stores
@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     #: External base URL (``https://lor.example.edu``), used to rebuild the URL that Canvas
     #: signed when a proxy sits in front. Default: the request's own URL.
     public_url: str | None = None
+    #: With ``public_url`` unset, the ``Host`` header decides the URL a launch signature is
+    #: checked against and our LTI 1.3 links, so only these hosts are answered (others get 400
+    #: ``untrusted_host``): names or ``name:port``, ``*.example.edu`` for subdomains, ``*`` for
+    #: any (UNSAFE). Not checked when ``public_url`` is set: everything is built from it then.
+    allowed_hosts: Annotated[list[str], NoDecode] = ["localhost", "127.0.0.1", "[::1]"]
+    #: If set, ``/metrics`` answers only requests with ``Authorization: Bearer <this>``.
+    metrics_token: SecretStr | None = None
     #: Origins that may frame our pages besides the registered LTI 1.3 platforms and the
     #: Canvas a session launched from (CSP ``frame-ancestors``), comma-separated, e.g. a
     #: Canvas reached under a vanity domain: ``https://canvas.school.edu``.
@@ -146,6 +153,24 @@ class Settings(BaseSettings):
                 parts = urlsplit(str(part))
                 if parts.scheme not in ("https", "http") or not parts.netloc or parts.path not in ("", "/"):
                     raise ValueError(f"{part!r} is not an origin like https://canvas.example.edu")
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list):
+            for part in value:
+                if not str(part) or any(c in str(part) for c in "/\\@?# "):
+                    raise ValueError(f"{part!r} is not a host like lor.example.edu or lor.example.edu:8443")
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("metrics_token must be at least 16 characters")
         return value
 
     @field_validator("trusted_proxies", mode="before")

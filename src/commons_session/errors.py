@@ -68,6 +68,7 @@ __all__ = [
     "Lti13LoginError",
     "MalformedIdToken",
     "MalformedToken",
+    "MetricsTokenRequired",
     "NeverLaunched",
     "NonceMismatch",
     "NonceReplayed",
@@ -202,6 +203,11 @@ class InvalidClaims(TokenError):
 class TokenReplayed(TokenError):
     code = "token_already_used"
     default_message = "This JWT has already created a session; ask Canvas for a new one."
+
+
+class MetricsTokenRequired(AuthenticationError):
+    code = "metrics_token_required"
+    default_message = "/metrics needs Authorization: Bearer <COMMONS_SESSION_METRICS_TOKEN>."
 
 
 class LaunchError(AuthenticationError):

@@ -24,6 +24,7 @@ from ..metrics import instrument, metrics
 from ..stores.base import RecordStore, Stores
 from ..stores.factory import make_counter
 from .bodies import BodyDeadlineMiddleware
+from .hosts import TrustedHostMiddleware
 from .jwks import make_jwks_fetcher
 from .middleware import AccessLogMiddleware, SecurityHeadersMiddleware
 from .problems import exception_handlers
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(RequestClockMiddleware),
             Middleware(AccessLogMiddleware),
             Middleware(SecurityHeadersMiddleware),
+            Middleware(TrustedHostMiddleware, allowed=settings.allowed_hosts, public_url=settings.public_url),
             Middleware(BodyDeadlineMiddleware, timeout=settings.body_read_timeout),
             Middleware(RateLimitMiddleware, limiter=limiter, trusted_proxies=trusted),
         ],

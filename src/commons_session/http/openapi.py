@@ -499,7 +499,8 @@ def _document() -> dict[str, Any]:
                         "200": {
                             "description": "The metrics of every worker",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **_errors(401),
                     },
                 }
             },

@@ -89,6 +89,8 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     headers = {"Retry-After": "1"} if status == 503 else None
     if isinstance(exc, errors.RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, errors.MetricsTokenRequired):
+        headers = {"WWW-Authenticate": 'Bearer realm="metrics"'}
     return problem(status, exc.code, exc.message, headers=headers)
 
 

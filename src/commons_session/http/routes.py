@@ -24,6 +24,7 @@ from ..errors import (
     BadRequest,
     CrossOriginRequest,
     InvalidSession,
+    MetricsTokenRequired,
     NotYourSession,
     SessionRequired,
     StoreUnavailable,
@@ -367,6 +368,12 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_text(request: Request) -> Response:
+    token = _settings(request).metrics_token
+    if token is not None:
+        scheme, _, offered = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(offered.strip().encode(), expected):
+            raise MetricsTokenRequired()
     body, content_type = exposition()
     return Response(body, media_type=content_type)
 

@@ -39,13 +39,20 @@ class FileGuard:
     SQLite keeps writing to a file deleted or replaced under it: the writes go to an inode that
     no one will open again, so they are acknowledged and lost. A ``stat`` and a ``statvfs``
     (about 2 µs) before each write transaction, and at every ``/readyz``, turn that into a 503
-    with the reason; a fault that clears (space freed, permissions restored) clears by itself."""
+    with the reason; a fault that clears (space freed, permissions restored) clears by itself.
+
+    The -wal and -shm files count too, and reads check the -shm (an ``access``, 0.4 µs): every
+    connection maps the -shm writable, and once that file is immutable (``chattr +i``) the next
+    store into the mapping is a SIGBUS that kills the worker. A refused statement never gets
+    there; only a fault arriving in the microseconds between check and statement still can,
+    and then the supervisor replaces the worker, whose fresh open maps the -shm read-only."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.directory = os.path.dirname(os.path.abspath(path))
         st = os.stat(path)
         self.identity = (st.st_dev, st.st_ino)
+        self.shm = path + "-shm"
 
     def fault(self) -> str | None:
         try:
@@ -57,7 +64,11 @@ class FileGuard:
         if (st.st_dev, st.st_ino) != self.identity:
             return "the database file was replaced under the running service (restart to open it)"
         if not st.st_mode & 0o222 or not os.access(self.path, os.W_OK):
-            return "the database file is read-only"
+            return "the database file is read-only (or immutable)"
+        for suffix in ("-wal", "-shm"):
+            companion = self.path + suffix
+            if os.path.exists(companion) and not os.access(companion, os.W_OK):
+                return f"the database's {suffix} file is read-only (or immutable)"
         try:
             vfs = os.statvfs(self.directory)
         except OSError as exc:
@@ -70,6 +81,11 @@ class FileGuard:
         reason = self.fault()
         if reason is not None:
             raise StoreUnavailable(f"The session store is unavailable: {reason}.")
+
+    def check_read(self) -> None:
+        """Before a read outside a transaction: only what could crash the process."""
+        if not os.access(self.shm, os.W_OK) and os.path.exists(self.shm):
+            self.check()
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -182,6 +198,8 @@ class _SqliteConnection:
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         if self.owner is not None:
             self._check_owner()
+        elif self.guard is not None:
+            self.guard.check_read()
         with _translated():
             row: Row | None = self.conn.execute(sql, params).fetchone()
             return row
@@ -189,6 +207,8 @@ class _SqliteConnection:
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         if self.owner is not None:
             self._check_owner()
+        elif self.guard is not None:
+            self.guard.check_read()
         with _translated():
             return self.conn.execute(sql, params).fetchall()
 
