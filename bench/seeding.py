@@ -32,8 +32,8 @@ def onboard(db: Path, count: int, name: str = "Bench U") -> Population:
     from tests.canvas import CanvasUser, FakeCanvas
 
     from commons_session.config import Settings
-    from commons_session.domain import lti
     from commons_session.domain.service import session_contents
+    from commons_session.lti import v11 as lti
     from commons_session.stores.sqlite import SqliteStores
 
     canvas = FakeCanvas("bench-" + secrets.token_hex(4), secrets.token_urlsafe(16))

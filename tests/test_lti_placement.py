@@ -22,9 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, SIGNATURE_TYPE_AUTH_HEADER, SIGNATURE_TYPE_BODY, Client
 
-from commons_session.domain import lti
 from commons_session.domain.models import Institution
 from commons_session.errors import RepeatedLaunchParameter
+from commons_session.lti import v11 as lti
 
 from .backends import postgres_database, redis_server
 from .canvas import CanvasUser, FakeCanvas

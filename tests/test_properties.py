@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from jwt.algorithms import HMACAlgorithm
 from starlette.datastructures import Headers, QueryParams
 
-from commons_session.domain import lti, tokens
+from commons_session.domain import tokens
 from commons_session.domain.ids import ID_BYTES, is_well_formed, new_session_id
 from commons_session.domain.models import Institution
 from commons_session.errors import (
@@ -43,6 +43,7 @@ from commons_session.errors import (
     TokenTooLarge,
 )
 from commons_session.http.carriers import extract_session_id
+from commons_session.lti import v11 as lti
 
 from .canvas import CanvasUser, FakeCanvas
 from .conftest import Server, onboard

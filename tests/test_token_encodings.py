@@ -38,7 +38,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import RSAAlgorithm
 
-from commons_session.domain import jws, lti13, tokens
+from commons_session.domain import jws, tokens
 from commons_session.domain.models import Identity, Institution, Lti13Registration, Profile
 from commons_session.domain.service import Policy, SessionService
 from commons_session.domain.strict_json import MAX_NUMERIC_DATE, json_object
@@ -54,6 +54,7 @@ from commons_session.errors import (
     TokenExpired,
     TokenReplayed,
 )
+from commons_session.lti import v13 as lti13
 from commons_session.stores.factory import make_stores
 
 from .backends import postgres_database, redis_server

@@ -49,8 +49,9 @@ from ..errors import (
     UserDisabled,
     WrongTargetLinkUri,
 )
+from ..lti import v11, v13
 from ..stores.base import Stores
-from . import exchange, lti, lti13, tokens
+from . import exchange, tokens
 from .audit import AuditEvent, EventSink, session_hash
 from .ids import handle_for, hash_id, is_well_formed, new_session_id
 from .models import Identity, Institution, Lti13Registration, Profile, SessionRecord, User
@@ -220,7 +221,7 @@ class SessionService:
         *,
         events: EventSink | None = None,
         guard: InstitutionGuard | None = None,
-        jwks_fetcher: lti13.JwksFetcher | None = None,
+        jwks_fetcher: v13.JwksFetcher | None = None,
     ) -> None:
         self.stores = stores
         self.policy = policy
@@ -228,7 +229,7 @@ class SessionService:
         self.clock = clock
         self.events = events
         self.guard = guard
-        self.keys = lti13.KeySets(jwks_fetcher, ttl=policy.jwks_cache_ttl, clock=clock)
+        self.keys = v13.KeySets(jwks_fetcher, ttl=policy.jwks_cache_ttl, clock=clock)
 
     async def _emit(
         self,
@@ -445,7 +446,7 @@ class SessionService:
         claims = tokens.verify(
             parsed, institution, now=now, max_age=policy.jwt_max_age, future_skew=policy.jwt_future_skew
         )
-        identity = lti.parse_identity(claims, institution.id, from_token=True)
+        identity = v11.parse_identity(claims, institution.id, from_token=True)
         found = await self.stores.records.find_user_accepted(identity, self.terms.version)
         if found is None:
             raise NeverLaunched()
@@ -463,7 +464,7 @@ class SessionService:
         else:
             keep_until = now + policy.jwt_replay_retention
         digest = tokens.token_digest(parsed)  # from the verified bytes, not the token's spelling
-        profile = _merge(lti.parse_profile(claims), user.profile)
+        profile = _merge(v11.parse_profile(claims), user.profile)
         # The claim, the session and its audit row in one commit where the backend allows
         # (SQLite: one transaction instead of three), and a failed insert keeps no claim.
         async with self.stores.atomic():
@@ -573,12 +574,12 @@ class SessionService:
         authorization: str | None = None,
     ) -> LaunchResult:
         # Every parameter the signature covers, wherever it sits (query, body, OAuth header).
-        pairs = lti.signed_pairs(uri, body, authorization)
-        oauth = lti.oauth_params(pairs)
+        pairs = v11.signed_pairs(uri, body, authorization)
+        oauth = v11.oauth_params(pairs)
         institution = await self.stores.records.get_institution(oauth["oauth_consumer_key"])
         now = self.clock()
         window = self.policy.oauth_timestamp_window
-        params = lti.verify_launch(
+        params = v11.verify_launch(
             uri=uri,
             body=body,
             content_type=content_type,
@@ -625,15 +626,15 @@ class SessionService:
         start the session; a store failure or the institution's limit after the claim gives
         the nonce back (a launch refused with 429 can be sent again)."""
         if check_message:
-            lti.check_message(params)
-        identity = lti.parse_identity(params, institution.id, from_token=False)
-        profile = lti.parse_profile(params)
+            v11.check_message(params)
+        identity = v11.parse_identity(params, institution.id, from_token=False)
+        profile = v11.parse_profile(params)
         await self._refuse_disabled(identity, who)
         namespace, key = nonce
         async with self._single_use(namespace, key, keep_until, now, replayed) as made:
             await self._admit(institution)
             result = await self._start_session(
-                institution, identity, profile, lti.launch_context(params), now, held_session_id, user_agent
+                institution, identity, profile, v11.launch_context(params), now, held_session_id, user_agent
             )
             made.append(result.issued.record.id_hash)
         return result
@@ -757,14 +758,14 @@ class SessionService:
         if target_link_uri != launch_url:
             raise WrongTargetLinkUri(f"The login's target_link_uri must be {launch_url}.")
         now = self.clock()
-        if binding is None or not lti13.is_secret_shaped(binding):
-            binding = lti13.new_secret()
-        state, nonce = lti13.new_secret(), lti13.new_secret()
-        login = lti13.LoginState(
+        if binding is None or not v13.is_secret_shaped(binding):
+            binding = v13.new_secret()
+        state, nonce = v13.new_secret(), v13.new_secret()
+        login = v13.LoginState(
             issuer=registration.issuer,
             client_id=registration.client_id,
             nonce=nonce,
-            binding_hash=lti13.binding_hash(binding),
+            binding_hash=v13.binding_hash(binding),
             issued_at=now,
             target_link_uri=launch_url,
             login_hint=login_hint,
@@ -773,11 +774,11 @@ class SessionService:
         )
         await self.stores.once.put(
             "lti13_state",
-            lti13.state_key(state),
+            v13.state_key(state),
             login.to_json(),
             now + self.policy.lti_state_ttl + LTI13_STATE_GRACE,
         )
-        redirect = lti13.auth_request_url(
+        redirect = v13.auth_request_url(
             registration,
             redirect_uri=launch_url,
             login_hint=login_hint,
@@ -785,15 +786,15 @@ class SessionService:
             state=state,
             nonce=nonce,
         )
-        return Lti13Login(redirect, state, binding, lti13.platform_origin(registration))
+        return Lti13Login(redirect, state, binding, v13.platform_origin(registration))
 
-    async def lti13_pending(self, state: str) -> tuple[lti13.LoginState, Lti13Registration]:
+    async def lti13_pending(self, state: str) -> tuple[v13.LoginState, Lti13Registration]:
         """The login a posted ``state`` belongs to, and its registration. Writes nothing."""
         if not state or len(state) > 256:
             raise StateMismatch()
         now = self.clock()
-        raw = await self.stores.once.get("lti13_state", lti13.state_key(state), now)
-        login = lti13.LoginState.from_json(raw) if raw is not None else None
+        raw = await self.stores.once.get("lti13_state", v13.state_key(state), now)
+        login = v13.LoginState.from_json(raw) if raw is not None else None
         if login is None:
             raise StateMismatch("The launch's state is not one this service gave out; launch again.")
         if now > login.issued_at + self.policy.lti_state_ttl:
@@ -838,7 +839,7 @@ class SessionService:
             raise UnknownRegistration()
         who.institution_id = institution.id
         now = self.clock()
-        claims = await lti13.verify_id_token(
+        claims = await v13.verify_id_token(
             id_token,
             registration=registration,
             nonce=login.nonce,
@@ -848,11 +849,11 @@ class SessionService:
             max_bytes=self.policy.jwt_max_bytes,
         )
         # The nonce is the state's own (one each), so claiming it makes the state single-use too.
-        nonce = ("lti13_nonce", lti13.state_key(login.nonce))
+        nonce = ("lti13_nonce", v13.state_key(login.nonce))
         keep_until = login.issued_at + self.policy.lti_state_ttl + LTI13_STATE_GRACE
         return await self._verified_launch(
             institution,
-            lti13.legacy_params(claims),
+            v13.legacy_params(claims),
             who,
             now,
             nonce,

@@ -1,4 +1,4 @@
-"""Fetching an LTI 1.3 platform's JWKS over HTTP, for ``domain.lti13.KeySets``.
+"""Fetching an LTI 1.3 platform's JWKS over HTTP, for ``lti.v13.KeySets``.
 
 Async (httpx), so a fetch never blocks the event loop; the whole fetch is bounded by
 ``store_timeout`` and the body by ``MAX_JWKS_BYTES``; redirects are not followed (the registered
@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from ..domain.lti13 import JwksFetcher
 from ..errors import JwksUnavailable
+from ..lti.v13 import JwksFetcher
 
 __all__ = ["MAX_JWKS_BYTES", "make_jwks_fetcher"]
 

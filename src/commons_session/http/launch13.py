@@ -8,7 +8,7 @@
 - ``POST /api/sessions/exchange``: the one-time ``code`` of a launch's redirect, for its id.
 - ``GET /static/{name}``: the two scripts those pages load.
 
-The rules are in ``domain.service`` and ``domain.lti13``; docs/lti13.md explains the flow.
+The rules are in ``domain.service`` and ``lti.v13``; docs/lti13.md explains the flow.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ..config import Settings
-from ..domain.lti13 import platform_origin
 from ..domain.service import LaunchResult, SessionService
 from ..errors import BadRequest, StateCookieMissing
+from ..lti.v13 import platform_origin
 from . import pages
 from .bodies import FORM, JSON, read_body
 from .carriers import held_session_ids

@@ -17,7 +17,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
 from ..domain.ids import same_id
-from ..domain.lti import oauth_authorization
 from ..domain.models import SessionRecord
 from ..domain.service import SessionService, iso8601
 from ..errors import (
@@ -29,6 +28,7 @@ from ..errors import (
     SessionRequired,
     StoreUnavailable,
 )
+from ..lti.v11 import oauth_authorization
 from ..metrics import exposition
 from . import pages
 from .bodies import FORM, JSON, Body, read_body

@@ -25,6 +25,7 @@ from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint
 from oauthlib.oauth1.rfc5849 import SIGNATURE_HMAC_SHA1
 from oauthlib.oauth1.rfc5849.signature import collect_parameters
 
+from ..domain.models import Identity, Institution, Profile
 from ..errors import (
     InvalidClaims,
     InvalidLaunch,
@@ -34,7 +35,6 @@ from ..errors import (
     StaleTimestamp,
     UnknownConsumer,
 )
-from .models import Identity, Institution, Profile
 
 __all__ = [
     "LaunchParams",

@@ -8,7 +8,7 @@ What is checked, and in which order, is in ``verify_id_token`` and docs/lti13.md
 check raises its own error class, whose ``code`` names the check.
 
 A verified launch is turned into the LTI 1.1 parameters it corresponds to (``legacy_params``),
-so that ``domain.lti`` reads identity and profile the same way for both versions. The person's
+so that ``lti.v11`` reads identity and profile the same way for both versions. The person's
 LTI 1.1 ``user_id`` comes from Canvas' ``lti11_legacy_user_id`` claim, which is what links a 1.3
 launch to the 1.1 identity that Canvas' JWTs name; without it, ``sub`` stands in (such a user
 can then only be matched by a JWT whose ``user_id`` equals that ``sub``).
@@ -30,6 +30,9 @@ from urllib.parse import urlencode, urlsplit
 
 import jwt
 
+from ..domain import jws
+from ..domain.models import Lti13Registration
+from ..domain.strict_json import json_object, numeric_date
 from ..errors import (
     AnonymousLaunch,
     IdTokenExpired,
@@ -47,9 +50,6 @@ from ..errors import (
     WrongMessageType,
     WrongVersion,
 )
-from . import jws
-from .models import Lti13Registration
-from .strict_json import json_object, numeric_date
 
 __all__ = [
     "JwksFetcher",
