@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from . import login as login_cli
-from .config import Settings
+from .config import Settings, setting_errors, unknown_variables
 from .devcanvas import cli as devcanvas_cli
 from .domain.audit import EVENTS
 from .domain.ids import handle_for
@@ -36,6 +36,7 @@ from .errors import (
     UserNotFound,
 )
 from .http.app import build_service
+from .ports import port_free
 from .stores.base import Stores
 
 __all__ = ["main"]
@@ -309,6 +310,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from granian.http import HTTP1Settings
     from granian.server import Server
 
+    if not port_free(args.host, args.port):
+        print(
+            f"commons-session: {args.host}:{args.port} is already in use (another server?);"
+            " choose another with --port (make run PORT=...)",
+            file=sys.stderr,
+        )
+        return 1
     # Open (and migrate) once here, so a bad URL or a too-new schema fails before binding. A store
     # that is only down right now does not stop the start: the workers answer 503 until it returns
     # (their lifespan tolerates it too), so the service recovers without a restart.
@@ -482,6 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return devcanvas_cli.run(args)
     if args.database_url:
         os.environ["COMMONS_SESSION_DATABASE_URL"] = args.database_url  # workers read it too
+    for warning in unknown_variables():
+        print(f"commons-session: warning: {warning}", file=sys.stderr)
     try:
         settings = Settings()
         if args.command == "serve":
@@ -498,10 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_with_stores(settings, lambda stores: _audit(args, stores)))
         return asyncio.run(_with_stores(settings, lambda stores: _institutions(args, settings, stores)))
     except ValidationError as exc:
-        print(
-            f"commons-session: invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}",
-            file=sys.stderr,
-        )
+        for line in setting_errors(exc):
+            print(f"commons-session: {line}", file=sys.stderr)
         return 2
     except (SessionServiceError, ValueError) as exc:
         print(f"commons-session: {getattr(exc, 'message', exc)}", file=sys.stderr)

@@ -5,18 +5,35 @@ Every duration is in seconds. docs/configuration.md lists each setting with its 
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .stores.base import Stores
-from .stores.factory import make_stores
+from .stores.factory import make_stores, sqlite_path
 
-__all__ = ["DEFAULT_TERMS_TEXT", "Settings"]
+__all__ = ["DEFAULT_TERMS_TEXT", "Settings", "setting_errors", "unknown_variables"]
+
+PREFIX = "COMMONS_SESSION_"
+#: ``COMMONS_SESSION_*`` names that are not settings of the service but are read elsewhere.
+OTHER_VARIABLES = frozenset(
+    PREFIX + name
+    for name in (
+        "LOGIN_FILE",
+        "DEVCANVAS_STATE",
+        "TEST_NO_SKIP",
+        "TEST_POSTGRES_URL",
+        "CHROMIUM",
+        "UPDATE_SCREENSHOTS",
+    )
+)
 
 DEFAULT_TERMS_TEXT = """\
 Commons lets you find, share and import learning resources from your Canvas courses.
@@ -155,6 +172,28 @@ class Settings(BaseSettings):
                     raise ValueError(f"{part!r} is not an origin like https://canvas.example.edu")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme in ("postgresql", "postgres"):
+            return value
+        if scheme != "sqlite":
+            raise ValueError(
+                "use sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://..."
+            )
+        if not value.startswith("sqlite:///"):
+            raise ValueError(
+                "an SQLite URL has three slashes before a relative path (sqlite:///commons-session.db)"
+                " and four before an absolute one (sqlite:////var/lib/commons-session/sessions.db)"
+            )
+        path = sqlite_path(value)
+        if path != ":memory:" and not path.startswith("file:"):
+            directory = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(directory):
+                raise ValueError(f"the directory {directory} does not exist: create it, or name another file")
+        return value
+
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
@@ -203,3 +242,39 @@ class Settings(BaseSettings):
         if self.terms_file is not None:
             return self.terms_file.read_text("utf-8")
         return self.terms_text
+
+
+def _shown(name: str, value: str | None) -> str:
+    """A value fit for an error message: secrets and URL passwords hidden."""
+    if value is None:
+        return "(unset)"
+    if name in ("metrics_token",):
+        return "'***'"
+    parts = urlsplit(value) if "://" in value else None
+    if parts is not None and parts.password:
+        value = value.replace(f":{parts.password}@", ":***@", 1)
+    return repr(value)
+
+
+def setting_errors(exc: ValidationError, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """One line per invalid setting, naming the variable, the value given and what is wrong."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = PREFIX + field.upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{variable}={_shown(field, environ.get(variable))} is invalid: {message}")
+    return lines
+
+
+def unknown_variables(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """A warning for each ``COMMONS_SESSION_*`` variable that is no setting (a typo is otherwise
+    silently ignored and the default used), with the nearest real name."""
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(PREFIX) and name not in known and name not in OTHER_VARIABLES:
+            near = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            hint = f"; did you mean {near[0]}?" if near else " (docs/configuration.md lists them)"
+            warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings

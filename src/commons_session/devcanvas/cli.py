@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..ports import port_free
 from .config import DEFAULT_CONFIG, ConfigError, DevCanvasConfig, load_config
 
 if TYPE_CHECKING:
@@ -75,15 +75,6 @@ signing key id {platform.key.kid} (new at every start; JWKS at {c.jwks_url}).
 """
 
 
-def _port_free(host: str, port: int) -> bool:
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.bind((host, port))
-    except OSError:
-        return False
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(DEFAULT_CONFIG, end="")
@@ -95,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"commons-session dev-canvas: {exc}", file=sys.stderr)
         return 2
-    if not _port_free(args.host, args.port):
+    if not port_free(args.host, args.port):
         # granian binds with SO_REUSEPORT: a second stand-in would silently share the port.
         print(f"commons-session dev-canvas: {args.host}:{args.port} is already in use", file=sys.stderr)
         return 1

@@ -128,7 +128,11 @@ async def read_body(request: Request, limit: int, accept: tuple[str, ...] = (JSO
     if not raw:
         return Body(raw, "", None)
     if media_type not in accept:
-        raise HTTPException(415, f"Send the body as {' or '.join(accept)}.")
+        if not media_type:  # the body may well be fine: it is the header that is missing
+            raise HTTPException(415, f"No Content-Type was sent; send one of {', '.join(accept)}.")
+        raise HTTPException(
+            415, f"Content-Type {media_type} is not accepted here; send {' or '.join(accept)}."
+        )
     if media_type == JSON:
         try:
             value = json.loads(raw)

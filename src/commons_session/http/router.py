@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Match, Route, Router
 from starlette.types import Receive, Scope, Send
 
 __all__ = ["IndexedRouter"]
+
+
+def route_path(scope: Scope) -> str:
+    """The path below the mount point (``root_path``), as Starlette's routes match it."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 def _is_static(route: BaseRoute) -> bool:
@@ -43,7 +53,7 @@ class IndexedRouter(Router):
             await super().app(scope, receive, send)
             return
         scope.setdefault("router", self)
-        candidates = self._candidates.get(get_route_path(scope), self._dynamic)
+        candidates = self._candidates.get(route_path(scope), self._dynamic)
         partial = None
         for route in candidates:
             match, child_scope = route.matches(scope)
