@@ -475,7 +475,11 @@ def test_public_url_is_the_url_the_signature_is_checked_against(
     assert response.status_code == 303, response.text
 
     body, headers = canvas.signed_launch(server.url + "/api/lti", user)
-    assert_problem(post(server, body, headers), 401, "invalid_signature")
+    refused = post(server, body, headers)
+    assert_problem(refused, 401, "invalid_signature")
+    # It says which URL it checked: the first thing to look at behind a proxy.
+    assert "https://lor.example.edu/api/lti" in refused.json()["detail"]
+    assert "COMMONS_SESSION_PUBLIC_URL" in refused.json()["detail"]
 
 
 def test_query_parameters_of_the_launch_url_are_part_of_the_signature(

@@ -212,7 +212,13 @@ def verify_launch(
             raise InvalidOAuthRequest("The launch body could not be decoded.") from exc
         if valid:
             return params
-    raise InvalidLaunchSignature()
+    # The URL is the first thing to look at behind a proxy (scheme or host not what Canvas used).
+    checked = uri.split("?", 1)[0]
+    raise InvalidLaunchSignature(
+        f"The launch's OAuth signature does not verify for {checked} (with the query it was sent with)."
+        " Either the shared secret differs from the one registered, or Canvas signed another URL:"
+        " behind a proxy, set COMMONS_SESSION_PUBLIC_URL to the address Canvas launches."
+    )
 
 
 # Canvas leaves a variable it cannot expand as literal text, e.g. "$Canvas.user.loginId".
