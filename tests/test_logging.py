@@ -148,3 +148,26 @@ def test_no_session_id_or_jwt_reaches_the_log(make_server: Any) -> None:
 def _version(server: Server, session_id: str) -> str:
     response = httpx.get(server.url + "/api/terms", headers={"x-session-id": session_id})
     return str(response.json()["version"])
+
+
+def test_the_server_output_is_all_json_by_default_and_all_text_when_asked(make_server: Any) -> None:
+    """granian's own lines (start, workers, shutdown) used to be plain text among our JSON."""
+    as_json = make_server()
+    httpx.get(as_json.url + "/healthz")
+    as_json.stop()
+    lines = [line for line in as_json.logs().splitlines() if line.strip()]
+    assert any("granian" in line.lower() for line in lines), lines  # granian's lines are there
+    for line in lines:
+        entry = json.loads(line)  # every line, granian's included
+        assert {"time", "level", "logger", "message"} <= entry.keys(), entry
+    assert any(json.loads(line).get("event") == "access" for line in lines)
+
+    as_text = make_server(log_format="text")
+    httpx.get(as_text.url + "/healthz")
+    as_text.stop()
+    lines = [line for line in as_text.logs().splitlines() if line.strip()]
+    assert any(
+        re.search(r"INFO +access: GET /healthz 200 [0-9.]+ ms \[[0-9a-f]{16}\]", line) for line in lines
+    ), lines
+    for line in lines:
+        assert not line.startswith("{"), line

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from .errors import (
     UserNotFound,
 )
 from .http.app import build_service
+from .logs import configure_logging, granian_log_config
 from .ports import port_free
 from .stores.base import Stores
 
@@ -305,6 +307,11 @@ async def _users(args: argparse.Namespace, settings: Settings, stores: Stores) -
     return 0
 
 
+def _without_password(url: str) -> str:
+    password = urlsplit(url).password
+    return url.replace(f":{password}@", ":***@", 1) if password else url
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
@@ -317,17 +324,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
+    configure_logging(settings.log_level, settings.log_format)  # this process's lines, as the workers'
+    log = logging.getLogger("commons_session")
     # Open (and migrate) once here, so a bad URL or a too-new schema fails before binding. A store
     # that is only down right now does not stop the start: the workers answer 503 until it returns
     # (their lifespan tolerates it too), so the service recovers without a restart.
     try:
         asyncio.run(_with_stores(settings, lambda stores: _noop()))
     except StoreUnavailable:
-        print("commons-session: store unavailable at start; answering 503 until it returns", file=sys.stderr)
-    print(
-        f"commons-session serving on http://{args.host}:{args.port} ({settings.database_url})",
-        file=sys.stderr,
-    )
+        log.warning("store unavailable at start; answering 503 until it returns")
+    log.info("serving on http://%s:%d (%s)", args.host, args.port, _without_password(settings.database_url))
     per_worker = _connection_budget(settings.max_connections, args.workers)
     with _metrics_directory():
         Server(
@@ -339,6 +345,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             factory=True,
             log_access=False,  # we log access ourselves, with ids redacted
             log_level=settings.log_level.lower(),  # type: ignore[arg-type]
+            log_dictconfig=granian_log_config(settings.log_format),
             websockets=False,
             workers_kill_timeout=settings.shutdown_timeout,  # a stuck request cannot hold shutdown
             # A worker that dies (killed, out of memory) is replaced; the others keep serving.

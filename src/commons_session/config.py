@@ -10,7 +10,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=65_536, ge=1_024)
 
     log_level: str = "info"
+    #: ``json`` (one object per line, for a log collector) or ``text`` (for a terminal).
+    log_format: Literal["json", "text"] = "json"
 
     #: Rate limits count in fixed windows of this length (docs/operations.md#rate-limits).
     rate_limit_window: int = Field(default=60, ge=1)  # seconds

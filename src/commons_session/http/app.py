@@ -94,7 +94,7 @@ def build_service(
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     stores = instrument(settings.make_stores())
     counter = make_counter(settings.redis_url, timeout=settings.store_timeout)
     limiter = RateLimiter(
