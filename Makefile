@@ -9,21 +9,27 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test chaos lint typecheck pytest clean bench bench-tools browser-deps screenshots
+.PHONY: lock install run test chaos lint typecheck pytest clean bench bench-tools browser-deps screenshots
 
-$(STAMP): pyproject.toml
+# Every dependency (the service's, the tests' and the benchmark's) at the version and hashes
+# requirements.lock records; then the project itself, which adds none. `make lock` updates it.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve every dependency to its newest allowed version and record the hashes.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links --extra dev --extra bench --output-file requirements.lock pyproject.toml
 
 # The benchmark's tools, which the smoke run in `make test` needs too: the bench extra
 # (uvicorn, matplotlib, py-spy) and wrk from Debian's packages (installed when run as root).
 # Node.js, npm and redis-server come with the machine; bench/run.py says so if one is missing.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 bench-tools: $(BENCH_STAMP)
