@@ -105,6 +105,17 @@ class Ledger:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _settled_as_ended(ledger: Ledger, session_id: str) -> bool:
+    """A session whose logout answered 503 (the store died after, or while, ending it) may
+    turn out ended: that is one of the two outcomes the 503 left open, not a loss."""
+    with ledger.lock:
+        if session_id not in ledger.unknown:
+            return False
+        ledger.unknown.discard(session_id)
+        ledger.ended.add(session_id)
+        return True
+
+
 def client_loop(
     server: Server,
     canvas: FakeCanvas,
@@ -137,6 +148,9 @@ def client_loop(
                     response = client.get(f"/api/sessions/{session_id}", headers={"x-session-id": session_id})
                     if response.status_code == 200:
                         continue
+                    if response.status_code == 401 and _settled_as_ended(ledger, session_id):
+                        mine.remove(session_id)  # a logout that answered 503 had ended it after all
+                        continue
                 else:
                     session_id = mine.pop(rng.randrange(len(mine)))
                     with ledger.lock:
@@ -151,6 +165,8 @@ def client_loop(
                     if store_may_fail and response.status_code == 503:
                         mine.append(session_id)  # unknown whether it ended: tried again later
                         continue
+                    if response.status_code == 401 and _settled_as_ended(ledger, session_id):
+                        continue  # the retry of a logout that answered 503 but had ended it
                 if store_may_fail and response.status_code == 503:
                     assert response.json()["code"] == "store_unavailable", response.text
                     time.sleep(0.05)
