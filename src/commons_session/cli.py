@@ -22,7 +22,9 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from . import backup
 from . import login as login_cli
+from .backup import BackupError
 from .config import Settings, setting_errors, unknown_variables
 from .devcanvas import cli as devcanvas_cli
 from .domain.audit import EVENTS
@@ -40,6 +42,7 @@ from .http.app import build_service
 from .logs import configure_logging, granian_log_config
 from .ports import port_free
 from .stores.base import Stores
+from .stores.factory import sqlite_path
 
 __all__ = ["main"]
 
@@ -307,6 +310,23 @@ async def _users(args: argparse.Namespace, settings: Settings, stores: Stores) -
     return 0
 
 
+def _backup_or_restore(args: argparse.Namespace, settings: Settings) -> int:
+    if urlsplit(settings.database_url).scheme != "sqlite":
+        raise BackupError(
+            "backup and restore are for the embedded SQLite database; for PostgreSQL use pg_dump and"
+            " pg_restore (docs/operations.md#backup-and-restore)."
+        )
+    database = sqlite_path(settings.database_url)
+    if args.command == "backup":
+        size = backup.backup(database, args.file)
+        note = " (sessions and single-use markers are in Redis, not in it)" if settings.redis_url else ""
+        print(f"backed up {database} to {args.file} ({size:,} bytes){note}")
+        return 0
+    version = backup.restore(args.file, database)
+    print(f"restored {database} from {args.file} (schema version {version})")
+    return 0
+
+
 def _without_password(url: str) -> str:
     password = urlsplit(url).password
     return url.replace(f":{password}@", ":***@", 1) if password else url
@@ -335,7 +355,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("store unavailable at start; answering 503 until it returns")
     log.info("serving on http://%s:%d (%s)", args.host, args.port, _without_password(settings.database_url))
     per_worker = _connection_budget(settings.max_connections, args.workers)
-    with _metrics_directory():
+    sqlite = urlsplit(settings.database_url).scheme == "sqlite"
+    held = backup.serving_lock(sqlite_path(settings.database_url)) if sqlite else contextlib.nullcontext()
+    with held, _metrics_directory():  # the lock tells `restore` a server holds the database
         Server(
             "commons_session.http.app:create_app",
             address=args.host,
@@ -418,6 +440,12 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="create or upgrade the database schema")
     commands.add_parser("purge", help="delete expired sessions and single-use markers")
+    taken = commands.add_parser("backup", help="copy the SQLite database, consistently, while it is served")
+    taken.add_argument("file", help="the new file to write (must not exist)")
+    put_back = commands.add_parser(
+        "restore", help="put a backup back (refused while a server holds the database)"
+    )
+    put_back.add_argument("file", help="a file made by backup")
     login_cli.add_parsers(commands)  # login, whoami, logout: a session for the person at the terminal
     devcanvas_cli.add_parser(commands)  # dev-canvas: a local Canvas stand-in, for development and tests
 
@@ -505,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, settings)
         if args.command == "migrate":
             return asyncio.run(_with_stores(settings, lambda stores: _migrated(settings)))
+        if args.command in ("backup", "restore"):
+            return _backup_or_restore(args, settings)
         if args.command == "purge":
             return asyncio.run(_with_stores(settings, lambda stores: _purge(settings, stores)))
         if args.command == "sessions":
