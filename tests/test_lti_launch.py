@@ -584,3 +584,23 @@ def test_concurrent_launches_of_one_person_give_exactly_one_user(
     found = find_user(server, canvas, user)
     assert found is not None
     assert count_launches(server, found) == launches
+
+
+def test_a_refused_launch_is_a_page_for_a_person_and_a_problem_for_a_program(
+    server: Server, canvas: FakeCanvas, user: CanvasUser
+) -> None:
+    """Inside the LMS' iframe raw JSON helps nobody: a browser (it asks for HTML) gets a page
+    with the reason and the code to quote; a program still gets the problem."""
+    body, headers = canvas.signed_launch(server.url + "/api/lti", user)
+    forged = body.replace("oauth_signature=", "oauth_signature=x", 1)
+    browser = {**headers, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    page = post(server, forged, browser)
+    assert page.status_code == 401
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<code>invalid_signature</code>" in page.text and "does not verify" in page.text
+    assert "frame-ancestors" in page.headers["content-security-policy"]
+    assert "session" not in page.cookies
+    assert_problem(post(server, forged, headers), 401, "invalid_signature")
+    # The same for what the HTTP layer refuses before the launch is read.
+    wrong_type = post(server, '{"x": 1}', {"Content-Type": "application/json", "Accept": "text/html"})
+    assert wrong_type.status_code == 415 and "<code>unsupported_media_type</code>" in wrong_type.text

@@ -52,6 +52,12 @@ def _errors(*statuses: int) -> dict[str, Any]:
     }
 
 
+def _launch_errors(*statuses: int) -> dict[str, Any]:
+    """A browser in a launch (it asks for text/html) gets an error page, a program the problem."""
+    page = {"text/html": {"schema": {"type": "string"}}}
+    return {code: {**answer, "content": {**_PROBLEM, **page}} for code, answer in _errors(*statuses).items()}
+
+
 def _json(schema: str, description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -188,7 +194,7 @@ def _document() -> dict[str, Any]:
                 "headers": {"Location": _STRING, "Set-Cookie": _STRING},
             },
             "200": _html("Platform Storage: stores the browser binding, then goes on to the platform."),
-            **_errors(400, 503),
+            **_launch_errors(400, 503),
         },
     }
     return {
@@ -317,7 +323,7 @@ def _document() -> dict[str, Any]:
                     },
                     "responses": {
                         "303": _LANDING,
-                        **_errors(400, 401, 413, 415, 503),
+                        **_launch_errors(400, 401, 413, 415, 503),
                     },
                 }
             },
@@ -334,7 +340,7 @@ def _document() -> dict[str, Any]:
                             }
                         },
                     },
-                    "responses": {**lti13_login["responses"], **_errors(413, 415)},
+                    "responses": {**lti13_login["responses"], **_launch_errors(413, 415)},
                 },
             },
             "/api/lti/launch": {
@@ -368,7 +374,7 @@ def _document() -> dict[str, Any]:
                             "client accepts text/html, else as a problem with `relaunchUrl`.",
                             "content": {**_PROBLEM, "text/html": {"schema": {"type": "string"}}},
                         },
-                        **_errors(400, 403, 413, 415, 503),
+                        **_launch_errors(400, 403, 413, 415, 503),
                     },
                 }
             },

@@ -291,6 +291,17 @@ def lti_storage_launch(
     return _page("Signing in", body, script="lti13.js")
 
 
+def launch_error(status: int, code: str, detail: str) -> HTMLResponse:
+    """A refused launch, for the person in the LMS' frame (a program gets the problem+json)."""
+    body = (
+        "<h1>Commons could not open</h1>"
+        f'<p class="error" role="alert">{escape(detail)}</p>'
+        "<p>Try opening Commons from Canvas again. If it keeps happening, tell your Canvas "
+        f"administrator this code: <code>{escape(code)}</code> (HTTP {status:d}).</p>"
+    )
+    return _page("Could not open", body, status=status)
+
+
 def state_cookie_missing(detail: str, relaunch_url: str | None) -> HTMLResponse:
     """401 ``state_cookie_missing`` for a browser: the launch cannot be tied to this browser
     inside the iframe, but a top-level window can (first-party cookies)."""

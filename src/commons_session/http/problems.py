@@ -14,6 +14,8 @@ from starlette.routing import Match, Route
 
 from .. import errors
 from ..logs import request_id
+from . import pages
+from .framing import framed
 from .middleware import SecurityHeadersMiddleware, redact_path
 
 __all__ = ["ProblemResponse", "exception_handlers", "problem", "status_for"]
@@ -78,6 +80,16 @@ def problem(
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
+# The launch routes a browser navigates to (form posts from the LMS, the OIDC login redirect);
+# not /api/lti/launch/confirm, which our own script calls for JSON.
+_LAUNCH_PAGES = frozenset({"/api/lti", "/api/lti/login", "/api/lti/launch"})
+
+
+def _person_in_a_launch(request: Request) -> bool:
+    """A browser (it asks for HTML) in the middle of a launch gets a page; programs, problems."""
+    return request.url.path in _LAUNCH_PAGES and "text/html" in request.headers.get("accept", "")
+
+
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.SessionServiceError)
     status = status_for(exc)
@@ -86,6 +98,11 @@ async def _service_error(request: Request, exc: Exception) -> Response:
         security_log.info("refused %s %s: %s", request.method, redact_path(request.url.path), exc.code)
     elif status >= 500:
         log.error("store failure on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
+    if _person_in_a_launch(request):
+        page = await framed(request, pages.launch_error(status, exc.code, exc.message))
+        if status == 503:
+            page.headers["Retry-After"] = "1"
+        return page
     headers = {"Retry-After": "1"} if status == 503 else None
     if isinstance(exc, errors.RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
@@ -100,6 +117,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404:
         detail = f"No route {redact_path(request.url.path)!r} here; see /openapi.json."
+    if _person_in_a_launch(request):
+        return await framed(request, pages.launch_error(exc.status_code, code, detail))
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         detail = f"{request.method} is not allowed on this route."
