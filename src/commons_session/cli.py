@@ -17,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -28,9 +27,16 @@ from .backup import BackupError
 from .config import Settings, setting_errors, unknown_variables
 from .devcanvas import cli as devcanvas_cli
 from .domain.audit import EVENTS
-from .domain.ids import handle_for
-from .domain.models import AccountSettings, Institution, SessionRecord
-from .domain.service import SessionService, iso8601
+from .domain.models import AccountSettings
+from .domain.operations import (
+    Operations,
+    audit_row,
+    check_consumer_key,
+    check_platform_url,
+    describe,
+    require_nonempty,
+)
+from .domain.service import iso8601
 from .errors import (
     InstitutionNotFound,
     InvalidInstitution,
@@ -61,15 +67,6 @@ def _secret(value: str) -> str:
     return sys.stdin.readline().rstrip("\r\n") if value == "-" else value
 
 
-def _describe(institution: Institution) -> dict[str, Any]:
-    return {
-        "consumer_key": institution.consumer_key,
-        "name": institution.name,
-        "rotating": len(institution.secrets) > 1,
-        "settings": institution.settings.as_dict(),
-    }
-
-
 async def _with_stores(settings: Settings, action: Callable[[Stores], Awaitable[int]]) -> int:
     stores = settings.make_stores()
     try:
@@ -79,46 +76,18 @@ async def _with_stores(settings: Settings, action: Callable[[Stores], Awaitable[
         await stores.close()
 
 
-def _require_nonempty(**values: str) -> None:
-    empty = [name.replace("_", "-") for name, value in values.items() if not value.strip()]
-    if empty:
-        raise InvalidInstitution(f"--{', --'.join(empty)} must not be empty.")
-
-
-def _check_consumer_key(key: str) -> None:
-    """Canvas sends the key in every launch form; one we could never match is refused here
-    rather than discovered as 401s later."""
-    if len(key) > 255 or not key.isascii() or not key.isprintable() or " " in key:
-        raise InvalidInstitution(
-            "--consumer-key must be at most 255 printable ASCII characters without spaces."
-        )
-
-
-_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
-
-
-def _check_platform_url(option: str, url: str) -> None:
-    """The platform's keys and login endpoint: https, or plain http on this machine only (the
-    dev-canvas stand-in), since whoever answers the JWKS URL decides who may launch."""
-    parts = urlsplit(url.strip())
-    if not parts.hostname or parts.scheme not in ("https", "http"):
-        raise InvalidInstitution(f"--{option} must be an https URL.")
-    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
-        raise InvalidInstitution(f"--{option} must use https (plain http only on localhost).")
-
-
 async def _institutions(args: argparse.Namespace, settings: Settings, stores: Stores) -> int:
     records, now = stores.records, time.time()
     if args.action == "add":
         secret = _secret(args.secret)
-        _require_nonempty(consumer_key=args.consumer_key, secret=secret, name=args.name)
-        _check_consumer_key(args.consumer_key)
+        require_nonempty(consumer_key=args.consumer_key, secret=secret, name=args.name)
+        check_consumer_key(args.consumer_key)
         institution = await records.add_institution(args.consumer_key, args.name, secret, now)
         print(f"added institution {institution.consumer_key!r} ({institution.name})")
     elif args.action == "list":
         registrations = await records.list_lti13_registrations()
         found = [
-            {**_describe(i), "lti13": [r.as_dict() for r in registrations if r.institution_id == i.id]}
+            {**describe(i), "lti13": [r.as_dict() for r in registrations if r.institution_id == i.id]}
             for i in await records.list_institutions()
         ]
         if args.json:
@@ -132,12 +101,12 @@ async def _institutions(args: argparse.Namespace, settings: Settings, stores: St
                     f" deployments {', '.join(lti13['deployment_ids'])}"
                 )
     elif args.action == "add-lti13":
-        _require_nonempty(issuer=args.issuer, client_id=args.client_id)
+        require_nonempty(issuer=args.issuer, client_id=args.client_id)
         deployments = tuple(dict.fromkeys(d.strip() for d in args.deployment_id))
         if not all(deployments):
             raise InvalidInstitution("--deployment-id must not be empty.")
         for option, url in (("jwks-url", args.jwks_url), ("auth-url", args.auth_url)):
-            _check_platform_url(option, url)
+            check_platform_url(option, url)
         registration = await records.add_lti13_registration(
             args.consumer_key,
             issuer=args.issuer.strip(),
@@ -162,7 +131,7 @@ async def _institutions(args: argparse.Namespace, settings: Settings, stores: St
         print(f"removed institution {institution.consumer_key!r}; ended {ended} session(s)")
     elif args.action == "rotate-secret":
         secret = _secret(args.secret)
-        _require_nonempty(secret=secret)
+        require_nonempty(secret=secret)
         await records.rotate_secret(args.consumer_key, secret)
         print(
             f"rotating {args.consumer_key!r}: the new and the previous secret both verify until "
@@ -241,16 +210,7 @@ async def _audit(args: argparse.Namespace, stores: Stores) -> int:
         user_id=args.user, institution_id=institution_id, event=args.event, since=args.since, limit=args.limit
     )
     for event in events:
-        row = {
-            "at": iso8601(event.at),
-            "event": event.event,
-            "reason": event.reason,
-            "user_id": event.user_id,
-            "institution": keys.get(event.institution_id) if event.institution_id is not None else None,
-            "session": event.session_hash,
-            "request_id": event.request_id,
-            "detail": event.detail,
-        }
+        row = audit_row(event, keys)
         if args.json:
             print(json.dumps(row))
         else:
@@ -261,17 +221,6 @@ async def _audit(args: argparse.Namespace, stores: Stores) -> int:
                 )
             )
     return 0
-
-
-def _session_row(service: SessionService, record: SessionRecord) -> dict[str, Any]:
-    return {
-        "handle": handle_for(record.id_hash),
-        "user_id": record.user_id,
-        "created": iso8601(record.created_at),
-        "last_seen": iso8601(record.last_seen_at),
-        "expires": iso8601(service.expires_at(record)),
-        "user_agent": record.user_agent,
-    }
 
 
 async def _sessions(args: argparse.Namespace, settings: Settings, stores: Stores) -> int:
@@ -293,7 +242,7 @@ async def _sessions(args: argparse.Namespace, settings: Settings, stores: Stores
         )
         for record in records:
             if now < service.expires_at(record):
-                print(json.dumps(_session_row(service, record)))
+                print(json.dumps(Operations(service).session_row(record)))
         return 0
     ended = await service.revoke_sessions(
         user_id=None if institution else args.user, institution_id=institution.id if institution else None
