@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     #: ``untrusted_host``): names or ``name:port``, ``*.example.edu`` for subdomains, ``*`` for
     #: any (UNSAFE). Not checked when ``public_url`` is set: everything is built from it then.
     allowed_hosts: Annotated[list[str], NoDecode] = ["localhost", "127.0.0.1", "[::1]"]
+    #: Turns on the operator API (``/api/admin``, ``Authorization: Bearer <this>``) and console
+    #: (``/admin``). Unset: both answer 403 ``operator_console_disabled``.
+    operator_token: SecretStr | None = None
     #: If set, ``/metrics`` answers only requests with ``Authorization: Bearer <this>``.
     metrics_token: SecretStr | None = None
     #: Origins that may frame our pages besides the registered LTI 1.3 platforms and the
@@ -214,6 +217,13 @@ class Settings(BaseSettings):
             raise ValueError("metrics_token must be at least 16 characters")
         return value
 
+    @field_validator("operator_token")
+    @classmethod
+    def _operator_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 32:
+            raise ValueError("operator_token must be at least 32 characters (e.g. openssl rand -hex 32)")
+        return value
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _split_networks(cls, value: object) -> object:
@@ -250,7 +260,7 @@ def _shown(name: str, value: str | None) -> str:
     """A value fit for an error message: secrets and URL passwords hidden."""
     if value is None:
         return "(unset)"
-    if name in ("metrics_token",):
+    if name in ("metrics_token", "operator_token"):
         return "'***'"
     parts = urlsplit(value) if "://" in value else None
     if parts is not None and parts.password:

@@ -74,6 +74,8 @@ __all__ = [
     "NonceReplayed",
     "NotFound",
     "NotYourSession",
+    "OperatorConsoleDisabled",
+    "OperatorTokenRequired",
     "RateLimited",
     "RegistrationNotFound",
     "RepeatedLaunchParameter",
@@ -210,6 +212,11 @@ class MetricsTokenRequired(AuthenticationError):
     default_message = "/metrics needs Authorization: Bearer <COMMONS_SESSION_METRICS_TOKEN>."
 
 
+class OperatorTokenRequired(AuthenticationError):
+    code = "operator_token_required"
+    default_message = "This needs the operator token (COMMONS_SESSION_OPERATOR_TOKEN)."
+
+
 class LaunchError(AuthenticationError):
     code = "invalid_launch_request"
     default_message = "The LTI launch was refused."
@@ -259,6 +266,11 @@ class TermsNotAccepted(Forbidden):
         "You have not accepted the current terms of service. Launch Commons from Canvas and "
         "accept them, then try again."
     )
+
+
+class OperatorConsoleDisabled(Forbidden):
+    code = "operator_console_disabled"
+    default_message = "The operator API and console are off: set COMMONS_SESSION_OPERATOR_TOKEN to use them."
 
 
 class NotYourSession(Forbidden):

@@ -127,6 +127,130 @@ _SESSION_ID_PARAM = {
 }
 
 
+_OPERATOR: list[dict[str, list[str]]] = [{"operator": []}]
+_KEY_BODY = {"consumer_key": {"type": "string"}}
+
+
+def _admin_operation(
+    op_id: str,
+    summary: str,
+    answer: dict[str, Any],
+    *,
+    body: dict[str, Any] | None = None,
+    query: list[str] | None = None,
+) -> dict[str, Any]:
+    """An operator API operation: bearer operator token; off (403) unless the token is set."""
+    operation: dict[str, Any] = {
+        "operationId": op_id,
+        "summary": summary,
+        "security": _OPERATOR,
+        "responses": {**answer, **_errors(400, 401, 403, 404, 503)},
+    }
+    if body is not None:
+        schema = {"type": "object", "properties": body}
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+        operation["responses"].update(_errors(413, 415))
+    if query:
+        operation["parameters"] = [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in query
+        ]
+    return operation
+
+
+def _console(op_id: str, summary: str, answers: dict[str, Any], form: bool = True) -> dict[str, Any]:
+    errors = {
+        "400": _html("Refused, with the reason"),
+        "401": _html("Sign in (again)"),
+        "403": _html("Off, cross-site, or an expired form"),
+        "404": _html("Not found"),
+    }
+    operation: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": {**answers, **errors}}
+    if form:
+        content = {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}
+        operation["requestBody"] = {"required": True, "content": content}
+        operation["responses"].update(_errors(413, 415, 503))
+    return operation
+
+
+def _admin_paths() -> dict[str, Any]:
+    """``/api/admin/*`` and the console under ``/admin`` (http/admin.py)."""
+    ok = {"200": {"description": "Done", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    listed = {
+        "200": {"description": "The list", "content": {"application/json": {"schema": {"type": "array"}}}}
+    }
+    done = {"204": {"description": "Done"}}
+    back = {"303": {"description": "Back to /admin", "headers": {"Location": _STRING}}}
+    user = {"user_id": {"type": "string"}}
+    institution = {**_KEY_BODY, "name": {"type": "string"}, "secret": {"type": "string"}}
+    return {
+        "/api/admin/institutions": {
+            "get": _admin_operation(
+                "adminListInstitutions", "Institutions with their LTI 1.3 platforms", listed
+            ),
+            "post": _admin_operation(
+                "adminAddInstitution", "Register a Canvas", {"201": ok["200"]}, body=institution
+            ),
+        },
+        "/api/admin/institutions/rotate-secret": {
+            "post": _admin_operation(
+                "adminRotateSecret",
+                "A new secret; the previous one still verifies",
+                done,
+                body={**_KEY_BODY, "secret": {"type": "string"}},
+            )
+        },
+        "/api/admin/institutions/finish-rotation": {
+            "post": _admin_operation(
+                "adminFinishRotation", "Stop accepting the previous secret", done, body=_KEY_BODY
+            )
+        },
+        "/api/admin/institutions/remove": {
+            "post": _admin_operation(
+                "adminRemoveInstitution", "Remove a Canvas, ending its sessions", ok, body=_KEY_BODY
+            )
+        },
+        "/api/admin/users/disable": {
+            "post": _admin_operation(
+                "adminDisableUser", "Disable a user, ending their sessions", ok, body=user
+            )
+        },
+        "/api/admin/users/enable": {
+            "post": _admin_operation("adminEnableUser", "Enable a user", ok, body=user)
+        },
+        "/api/admin/sessions": {
+            "get": _admin_operation(
+                "adminListSessions",
+                "Live sessions of a user or an institution, by handle",
+                ok,
+                query=["user_id", "consumer_key"],
+            )
+        },
+        "/api/admin/sessions/revoke": {
+            "post": _admin_operation(
+                "adminRevokeSessions",
+                "End every session of a user or an institution",
+                ok,
+                body={**user, **_KEY_BODY},
+            )
+        },
+        "/api/admin/audit": {
+            "get": _admin_operation("adminAudit", "The newest audit events", listed, query=["limit"])
+        },
+        "/admin": {
+            "get": _console(
+                "console", "The operator console, or its sign-in", {"200": _html("A page")}, False
+            )
+        },
+        "/admin/login": {"post": _console("consoleLogin", "Sign in with the operator token", back)},
+        "/admin/logout": {"post": _console("consoleLogout", "Sign out of the console", back, False)},
+        "/admin/action": {
+            "post": _console(
+                "consoleAction", "A console form", {**back, "200": _html("The console with a result")}
+            )
+        },
+    }
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     """The document, with the 429 answer added to every operation the rate limiter covers."""
@@ -510,9 +634,15 @@ def _document() -> dict[str, Any]:
                     },
                 }
             },
+            **_admin_paths(),
         },
         "components": {
             "securitySchemes": {
+                "operator": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "COMMONS_SESSION_OPERATOR_TOKEN (the operator API; off unless it is set).",
+                },
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "session"},
                 "header": {"type": "apiKey", "in": "header", "name": "x-session-id"},
                 "query": {"type": "apiKey", "in": "query", "name": "session-id"},

@@ -24,12 +24,14 @@ from ..domain.terms import Terms
 __all__ = [
     "allow_framing",
     "exchange_shell",
+    "hidden",
     "home",
     "lti_storage_launch",
     "lti_storage_login",
     "signed_out",
     "state_cookie_missing",
     "terms",
+    "unframed_page",
 ]
 
 _CSP = (
@@ -93,6 +95,14 @@ def _page(title: str, body: str, status: int = 200, *, script: str | None = None
     return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": policy})
 
 
+def unframed_page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    """A page no one may frame (the operator console: it is not for the LMS' iframe)."""
+    response = _page(title, body, status)
+    policy = response.headers["content-security-policy"]
+    response.headers["content-security-policy"] = policy.replace(_FRAME_SELF, "frame-ancestors 'none'")
+    return response
+
+
 def allow_framing(response: Response, origins: list[str]) -> Response:
     """The page's CSP with ``frame-ancestors 'self'`` plus ``origins`` (each already reduced to
     ``scheme://host[:port]``, so nothing can end the directive)."""
@@ -107,7 +117,7 @@ def _data(**values: str) -> str:
     return "".join(f' data-{name.replace("_", "-")}="{escape(value)}"' for name, value in values.items())
 
 
-def _hidden(name: str, value: str) -> str:
+def hidden(name: str, value: str) -> str:
     return f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
 
 
@@ -171,8 +181,8 @@ def terms(current: Terms, *, accepted: bool | None, csrf_token: str | None) -> H
     elif csrf_token is not None:
         body += (
             '<form method="post" action="/terms">'
-            + _hidden("version", current.version)
-            + _hidden("csrf_token", csrf_token)
+            + hidden("version", current.version)
+            + hidden("csrf_token", csrf_token)
             + '<p><button type="submit">I accept these terms</button></p></form>'
         )
     else:
@@ -181,7 +191,7 @@ def terms(current: Terms, *, accepted: bool | None, csrf_token: str | None) -> H
         # Every page of a signed-in person offers a way out (ASVS 7.4.4).
         body += (
             '<form method="post" action="/logout">'
-            + _hidden("csrf_token", csrf_token)
+            + hidden("csrf_token", csrf_token)
             + '<p><button class="secondary" type="submit">Log out</button></p></form>'
         )
     return _page("Terms of service", body)
@@ -209,7 +219,7 @@ def home(contents: dict[str, Any], *, accepted: bool, csrf_token: str) -> HTMLRe
         f'<div class="who">{picture}<div><h1>Signed in as {escape(name)}</h1></div></div>'
         f"<dl>{details}</dl>{terms_note}"
         '<form method="post" action="/logout">'
-        + _hidden("csrf_token", csrf_token)
+        + hidden("csrf_token", csrf_token)
         + '<button class="secondary" type="submit">Log out</button></form>'
     )
     return _page("Signed in", body)

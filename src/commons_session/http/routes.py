@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..lti.v11 import oauth_authorization
 from ..metrics import exposition
-from . import pages
+from . import admin, pages
 from .bodies import FORM, JSON, Body, read_body
 from .carriers import _NO_QUERY, Carried, extract_session_id, held_session_ids, query_params
 from .cookies import clear_session_cookie, set_session_cookie
@@ -412,4 +412,5 @@ routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_text, methods=["GET"]),
+    *admin.routes,
 ]
