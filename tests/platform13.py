@@ -67,9 +67,14 @@ class JwksServer:
                 self.end_headers()
                 self.wfile.write(body or b'{"error": "not found"}')
 
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                """The Date header: the path's own, when it sets one (send_response adds it)."""
+                return owner.headers.get(self.path, {}).get("date") or super().date_time_string(timestamp)
+
             def _cache_headers(self, etag: str | None) -> None:
                 for name, value in owner.headers.get(self.path, {}).items():
-                    self.send_header(name, value)
+                    if name != "date":
+                        self.send_header(name, value)
                 if etag is not None:
                     self.send_header("etag", etag)
 
