@@ -23,11 +23,13 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -613,3 +615,22 @@ def test_known_good_payload_launches_and_records_the_user_as_sent(
     assert user.profile.email == case.email
     assert _users(server, platform) == 1
     assert _sessions(server, platform) == 1
+
+
+# -- the list in docs/lti13.md is this one --------------------------------------------------------
+
+
+def test_docs_certification_table_lists_exactly_these_cases_and_answers() -> None:
+    """docs/lti13.md "Certification cases" has one row per case here, with the answer asserted
+    here, so the page cannot drift from the tests."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "lti13.md").read_text("utf-8")
+    section = text.split("## Certification cases", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(bad|good)\[([^\]]+)\]`", section))
+    named.discard(("bad", "X"))  # the legend's
+    named.discard(("good", "X"))
+    assert named == {("bad", c.name) for c in BAD} | {("good", c.name) for c in GOOD}
+    for bad in BAD:
+        assert f"| {bad.status} `{bad.code}` | `bad[{bad.name}]` |" in section, bad.name
+    for good in GOOD:
+        row = next(line for line in section.splitlines() if f"`good[{good.name}]`" in line)
+        assert "| 303;" in row and ("roles " + (", ".join(good.roles) or "none")) in row, row
