@@ -6,6 +6,7 @@ code: the service must fetch the JWKS over HTTP and verify what this signs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
@@ -29,21 +30,53 @@ CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
 
 
 class JwksServer:
-    """Serves each published JWKS at its own path and counts the fetches of each."""
+    """Serves each published JWKS at its own path and counts the fetches of each. A path can
+    send caching headers (``headers``) and answer conditional requests as a web server does
+    (``etags``: an ETag from the document's hash, 304 to a matching ``If-None-Match``)."""
 
     def __init__(self) -> None:
         self.documents: dict[str, bytes] = {}
         self.fetches: dict[str, int] = {}
+        #: Extra response headers per path, e.g. ``{"cache-control": "max-age=60"}``.
+        self.headers: dict[str, dict[str, str]] = {}
+        #: Paths that send an ETag and answer 304 when it is sent back.
+        self.etags: set[str] = set()
+        #: Each request's headers (lower-cased names), per path.
+        self.requests: dict[str, list[dict[str, str]]] = {}
+        #: How many 304s each path answered.
+        self.not_modified: dict[str, int] = {}
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 body = owner.documents.get(self.path)
                 owner.fetches[self.path] = owner.fetches.get(self.path, 0) + 1
+                sent = {k.lower(): v for k, v in self.headers.items()}
+                owner.requests.setdefault(self.path, []).append(sent)
+                etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"' if body is not None else None
+                use_etag = etag is not None and self.path in owner.etags
+                if use_etag and sent.get("if-none-match") == etag:
+                    owner.not_modified[self.path] = owner.not_modified.get(self.path, 0) + 1
+                    self.send_response(304)
+                    self._cache_headers(etag)
+                    self.end_headers()
+                    return
                 self.send_response(200 if body is not None else 404)
                 self.send_header("content-type", "application/json")
+                self._cache_headers(etag if use_etag else None)
                 self.end_headers()
                 self.wfile.write(body or b'{"error": "not found"}')
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                """The Date header: the path's own, when it sets one (send_response adds it)."""
+                return owner.headers.get(self.path, {}).get("date") or super().date_time_string(timestamp)
+
+            def _cache_headers(self, etag: str | None) -> None:
+                for name, value in owner.headers.get(self.path, {}).items():
+                    if name != "date":
+                        self.send_header(name, value)
+                if etag is not None:
+                    self.send_header("etag", etag)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -83,6 +116,8 @@ class Platform:
     deployment_id: str = field(default_factory=lambda: f"1:{secrets.token_hex(20)}")
     auth_url: str = "https://sso.example.edu/api/lti/authorize_redirect"
     path: str = field(default_factory=lambda: f"/{secrets.token_hex(6)}/jwks")
+    #: The tool's launch URL, sent in the login initiation and as the target_link_uri claim.
+    target_link_uri: str = "https://tool.example.edu/api/lti/launch"
 
     def __post_init__(self) -> None:
         self.private_key, self.kid = _key()
@@ -99,6 +134,14 @@ class Platform:
     def publish(self) -> None:
         public = RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
         self.jwks.publish(self.path, {"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]})
+
+    @property
+    def not_modified(self) -> int:
+        return self.jwks.not_modified.get(self.path, 0)
+
+    def cache_headers(self, **headers: str) -> None:
+        """Send these headers with the JWKS (``cache_control="max-age=60"``), and no others."""
+        self.jwks.headers[self.path] = {k.replace("_", "-"): v for k, v in headers.items()}
 
     def rotate(self) -> None:
         """A new signing key under a new kid; the old one is no longer published."""
@@ -126,7 +169,7 @@ class Platform:
             CLAIM + "deployment_id": self.deployment_id,
             CLAIM + "message_type": "LtiResourceLinkRequest",
             CLAIM + "version": "1.3.0",
-            CLAIM + "target_link_uri": "https://tool.example.edu/api/lti/launch",
+            CLAIM + "target_link_uri": self.target_link_uri,
             CLAIM + "resource_link": {"id": "6e06f2bb1d2ba6e6cf7e7e1d3bd7e8f6d5a8d1e9", "title": "Commons"},
             CLAIM + "roles": [
                 "http://purl.imsglobal.org/vocab/lis/v2/institution/person#Instructor",
@@ -181,6 +224,7 @@ class Platform:
 def register(server: Server, jwks: JwksServer, **kwargs: Any) -> Platform:
     """A new institution (1.1 key and secret) with an LTI 1.3 registration attached."""
     canvas = server.add_institution()
+    kwargs.setdefault("target_link_uri", server.url + "/api/lti/launch")
     platform = Platform(jwks, canvas.consumer_key, canvas.secret, **kwargs)
     server.run(
         server.stores.records.add_lti13_registration(

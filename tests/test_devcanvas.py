@@ -306,7 +306,9 @@ def test_course_page_offers_platform_storage_in_a_frame_of_its_own(dev_canvas: D
 
 
 def test_jwks_publishes_the_key_that_signs_id_tokens(dev_canvas: DevCanvas) -> None:
-    keys = httpx.get(dev_canvas.url + "/api/lti/security/jwks").json()["keys"]
+    published = httpx.get(dev_canvas.url + "/api/lti/security/jwks")
+    assert published.headers["cache-control"] == "max-age=864000"  # as Canvas sends it: 10 days
+    keys = published.json()["keys"]
     assert len(keys) == 1
     assert keys[0]["kty"] == "RSA" and keys[0]["alg"] == "RS256" and keys[0]["use"] == "sig"
     assert "d" not in keys[0]  # the public half only

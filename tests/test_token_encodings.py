@@ -23,7 +23,7 @@ import secrets
 import string
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -343,11 +343,12 @@ _REGISTRATION = Lti13Registration(
     jwks_url="https://canvas.example.edu/jwks",
     auth_url="https://sso.example.edu/auth",
 )
+_TARGET = "https://tool.example.edu/api/lti/launch"
 _JWKS = {"keys": [{**RSAAlgorithm.to_jwk(_RSA.public_key(), as_dict=True), "kid": "k1", "alg": "RS256"}]}
 
 
-async def _fetch(url: str) -> dict[str, Any]:
-    return _JWKS
+async def _fetch(url: str, conditions: Mapping[str, str]) -> lti13.JwksResponse:
+    return lti13.JwksResponse(_JWKS)
 
 
 def _id_claims(**claims: Any) -> dict[str, Any]:
@@ -361,6 +362,9 @@ def _id_claims(**claims: Any) -> dict[str, Any]:
         CLAIM + "deployment_id": "1:abc",
         CLAIM + "message_type": "LtiResourceLinkRequest",
         CLAIM + "version": "1.3.0",
+        CLAIM + "target_link_uri": _TARGET,
+        CLAIM + "roles": [],
+        CLAIM + "resource_link": {"id": "rl1"},
         **claims,
     }
 
@@ -369,7 +373,14 @@ def _verify_id_token(token: str, *, leeway: float = 60) -> dict[str, Any]:
     keys = lti13.KeySets(_fetch, clock=lambda: NOW)
     return asyncio.run(
         lti13.verify_id_token(
-            token, registration=_REGISTRATION, nonce="n1", keys=keys, now=NOW, leeway=leeway, max_bytes=16_384
+            token,
+            registration=_REGISTRATION,
+            nonce="n1",
+            keys=keys,
+            now=NOW,
+            leeway=leeway,
+            max_bytes=16_384,
+            target_link_uri=_TARGET,
         )
     )
 
@@ -581,7 +592,7 @@ def platform(deployment: Deployment, jwks: JwksServer) -> Platform:
     """An LTI 1.3 registration on the deployment's own database."""
     server = deployment.server
     canvas = server.add_institution()
-    found = Platform(jwks, canvas.consumer_key, canvas.secret)
+    found = Platform(jwks, canvas.consumer_key, canvas.secret, target_link_uri=server.url + "/api/lti/launch")
 
     async def register() -> None:
         stores = make_stores(server.env["COMMONS_SESSION_DATABASE_URL"], idle_timeout=60, timeout=5)

@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     lti_state_ttl: int = Field(default=600, ge=1)  # 10 minutes
     #: LTI 1.3: how long a platform's JWKS is cached (an unknown ``kid`` refetches sooner).
     jwks_cache_ttl: int = Field(default=300, ge=1)  # 5 minutes
+    #: LTI 1.3: the shortest and longest a JWKS is cached whatever its HTTP headers say
+    #: (``no-store`` or ``max-age=0`` get the floor; ``max-age=31536000`` the ceiling).
+    jwks_min_ttl: int = Field(default=60, ge=1)  # 1 minute
+    jwks_max_ttl: int = Field(default=86_400, ge=1)  # 1 day
     #: After a launch, the one-time code in the redirect that the page trades for the session id
     #: when the browser blocks the session cookie (inside Canvas' iframe) lives this long.
     exchange_code_ttl: int = Field(default=60, ge=1)  # 1 minute

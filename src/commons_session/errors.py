@@ -69,6 +69,8 @@ __all__ = [
     "MalformedIdToken",
     "MalformedToken",
     "MetricsTokenRequired",
+    "MissingResourceLink",
+    "MissingRoles",
     "NeverLaunched",
     "NonceMismatch",
     "NonceReplayed",
@@ -90,6 +92,7 @@ __all__ = [
     "StateMismatch",
     "StoreError",
     "StoreUnavailable",
+    "TargetLinkUriMismatch",
     "TermsNotAccepted",
     "TermsVersionMismatch",
     "TokenError",
@@ -514,6 +517,21 @@ class WrongVersion(Lti13Error):
 class AnonymousLaunch(Lti13Error):
     code = "anonymous_launch"
     default_message = "The id_token names no user (no sub); launch as a signed-in Canvas user."
+
+
+class TargetLinkUriMismatch(Lti13Error):
+    code = "target_link_uri_mismatch"
+    default_message = "The id_token's target_link_uri is not the one its login asked for."
+
+
+class MissingRoles(Lti13Error):
+    code = "missing_roles"
+    default_message = "The id_token carries no roles claim (an array of role URIs, possibly empty)."
+
+
+class MissingResourceLink(Lti13Error):
+    code = "missing_resource_link"
+    default_message = "The resource link launch carries no resource_link claim with an id."
 
 
 class InvalidExchangeCode(AuthenticationError):

@@ -300,8 +300,12 @@ async def authorize(request: Request) -> Response:
     return pages.autopost(redirect_uri, fields, title="Commons")
 
 
+#: What Canvas' SecurityController#jwks sends (CanvasSecurity::KeyStorage::MAX_CACHE_AGE, 10 days).
+JWKS_CACHE_CONTROL = "max-age=864000"
+
+
 async def jwks(request: Request) -> Response:
-    return JSONResponse(_platform(request).key.jwks())
+    return JSONResponse(_platform(request).key.jwks(), headers={"Cache-Control": JWKS_CACHE_CONTROL})
 
 
 # -- the rest -----------------------------------------------------------------------------------

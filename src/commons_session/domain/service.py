@@ -112,6 +112,8 @@ class Policy:
     oauth_timestamp_window: int = 5_400
     lti_state_ttl: int = 600
     jwks_cache_ttl: int = 300
+    jwks_min_ttl: int = 60
+    jwks_max_ttl: int = 86_400
     exchange_code_ttl: int = 60
     #: How long a single-use claim stays provisional (blocking replays) before the session it
     #: guards is stored; a claim a store fault left behind lapses after it (3 x store_timeout).
@@ -229,7 +231,13 @@ class SessionService:
         self.clock = clock
         self.events = events
         self.guard = guard
-        self.keys = v13.KeySets(jwks_fetcher, ttl=policy.jwks_cache_ttl, clock=clock)
+        self.keys = v13.KeySets(
+            jwks_fetcher,
+            ttl=policy.jwks_cache_ttl,
+            min_ttl=policy.jwks_min_ttl,
+            max_ttl=policy.jwks_max_ttl,
+            clock=clock,
+        )
 
     async def _emit(
         self,
@@ -847,6 +855,7 @@ class SessionService:
             now=now,
             leeway=self.policy.jwt_future_skew,
             max_bytes=self.policy.jwt_max_bytes,
+            target_link_uri=login.target_link_uri,
         )
         # The nonce is the state's own (one each), so claiming it makes the state single-use too.
         nonce = ("lti13_nonce", v13.state_key(login.nonce))

@@ -77,6 +77,8 @@ def build_service(
         oauth_timestamp_window=settings.oauth_timestamp_window,
         lti_state_ttl=settings.lti_state_ttl,
         jwks_cache_ttl=settings.jwks_cache_ttl,
+        jwks_min_ttl=settings.jwks_min_ttl,
+        jwks_max_ttl=settings.jwks_max_ttl,
         exchange_code_ttl=settings.exchange_code_ttl,
         claim_pending=3 * settings.store_timeout,
         store_timeout=settings.store_timeout,

@@ -475,8 +475,9 @@ def _document() -> dict[str, Any]:
                         "Checks the state (known, not expired, bound to this browser by the "
                         "`lti1p3_state` cookie), then the id_token (RS256 by `kid` from the "
                         "platform's JWKS; iss, aud/azp, exp/iat, nonce, deployment id, message type, "
-                        "version) and records the launch exactly as an LTI 1.1 launch does. Every "
-                        "failed check is a 401 whose `code` names it (docs/lti13.md)."
+                        "version, sub, and for a resource link target_link_uri, roles and "
+                        "resource_link.id) and records the launch exactly as an LTI 1.1 launch does. "
+                        "Every failed check is a 401 whose `code` names it (docs/lti13.md)."
                     ),
                     "requestBody": {
                         "required": True,

@@ -24,7 +24,7 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -40,7 +40,10 @@ from ..errors import (
     InvalidIdTokenSignature,
     JwksUnavailable,
     MalformedIdToken,
+    MissingResourceLink,
+    MissingRoles,
     NonceMismatch,
+    TargetLinkUriMismatch,
     UnknownDeployment,
     UnknownKid,
     WrongAlgorithm,
@@ -50,13 +53,16 @@ from ..errors import (
     WrongMessageType,
     WrongVersion,
 )
+from . import http_cache
 
 __all__ = [
     "JwksFetcher",
+    "JwksResponse",
     "KeySets",
     "LoginState",
     "auth_request_url",
     "binding_hash",
+    "check_resource_link",
     "legacy_params",
     "new_secret",
     "platform_origin",
@@ -74,12 +80,14 @@ RESOURCE_LINK = CLAIM + "resource_link"
 TOOL_PLATFORM = CLAIM + "tool_platform"
 LAUNCH_PRESENTATION = CLAIM + "launch_presentation"
 CUSTOM = CLAIM + "custom"
+TARGET_LINK_URI = CLAIM + "target_link_uri"
 LTI11_LEGACY_USER_ID = CLAIM + "lti11_legacy_user_id"
 
 RESOURCE_LINK_REQUEST = "LtiResourceLinkRequest"
 
-#: Returns the parsed JWKS document at a URL; raises ``JwksUnavailable`` if it cannot.
-JwksFetcher = Callable[[str], Awaitable[Mapping[str, Any]]]
+#: Fetches the JWKS at a URL, sending the given (conditional) request headers; raises
+#: ``JwksUnavailable`` if it cannot.
+JwksFetcher = Callable[[str, Mapping[str, str]], Awaitable["JwksResponse"]]
 Clock = Callable[[], float]
 
 
@@ -205,35 +213,77 @@ def parse_jwks(document: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class JwksResponse:
+    """What a JWKS fetch got: the document (``None`` for 304 Not Modified, the copy we sent
+    validators for is still current) and the response's headers, lower-cased names."""
+
+    document: Mapping[str, Any] | None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class _Cached:
     keys: dict[str, jwt.PyJWK]
     fetched_at: float
+    #: Seconds from ``fetched_at`` the set is fresh (the platform's headers, bounded).
+    lifetime: float
+    etag: str | None = None
+    last_modified: str | None = None
     #: When an unknown kid last forced a refetch (they are rate limited).
     forced_at: float = -math.inf
+    #: When a refetch of the stale set last failed (retried at the same rate).
+    failed_at: float = -math.inf
+
+    def conditions(self) -> dict[str, str]:
+        """The validators to revalidate this copy with (RFC 9110 13.1)."""
+        if self.etag is not None:
+            return {"if-none-match": self.etag}
+        if self.last_modified is not None:
+            return {"if-modified-since": self.last_modified}
+        return {}
 
 
 class KeySets:
-    """Each platform's JWKS, fetched on first use, cached for ``ttl`` seconds, and fetched again
-    at once when an id_token names a ``kid`` the cached set lacks (the platform rotated its key),
-    at most once per ``refetch_interval`` per URL so random kids cannot make us hammer the
-    platform. If a refetch fails, the keys already known keep working. One fetch per URL at a
-    time; concurrent launches wait for it."""
+    """Each platform's JWKS, fetched on first use and cached as its HTTP headers say
+    (``Cache-Control: max-age``/``no-store``/``no-cache``, ``Expires``, ``Age``), held within
+    ``[min_ttl, max_ttl]`` so a broken or hostile platform can make us neither fetch on every
+    launch nor keep a key forever; ``ttl`` when the headers say nothing. A stale set with an
+    ``ETag`` or ``Last-Modified`` is revalidated (``If-None-Match``; a 304 keeps the keys).
+
+    An id_token naming a ``kid`` the cached set lacks makes us fetch again at once (the
+    platform rotated its key), at most once per ``refetch_interval`` per URL so random kids
+    cannot make us hammer the platform. If a refetch fails, the keys already known keep
+    working and the next try waits ``refetch_interval``. One fetch per URL at a time;
+    concurrent launches wait for it."""
 
     def __init__(
         self,
         fetch: JwksFetcher | None,
         *,
         ttl: float = 300.0,
+        min_ttl: float = 60.0,
+        max_ttl: float = 86_400.0,
         refetch_interval: float = 5.0,
         clock: Clock = time.time,
     ) -> None:
         self._fetch = fetch
         self.ttl = ttl
+        self.min_ttl = min_ttl
+        self.max_ttl = max(max_ttl, min_ttl)
         self.refetch_interval = refetch_interval
         self.clock = clock
         self._cache: dict[str, _Cached] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def lifetime(self, said: float | None) -> float:
+        """How long to keep a set whose headers said ``said`` (None: nothing)."""
+        if said is None:
+            return self.ttl
+        return min(max(said, self.min_ttl), self.max_ttl)
+
+    def _stale(self, entry: _Cached, now: float) -> bool:
+        return now - entry.fetched_at >= entry.lifetime
 
     async def _refresh(self, url: str, seen: _Cached | None, *, forced: bool) -> _Cached:
         lock = self._locks.setdefault(url, asyncio.Lock())
@@ -241,18 +291,45 @@ class KeySets:
             current = self._cache.get(url)
             if current is not None and current is not seen:
                 return current  # another launch refreshed it while we waited
+            now = self.clock()
+            if seen is not None:
+                # A launch that waited for a refetch which failed (or was just forced) must
+                # not fetch again straight away.
+                if now - seen.failed_at < self.refetch_interval:
+                    return seen
+                if forced and now - seen.forced_at < self.refetch_interval:
+                    return seen
+                if forced:
+                    seen.forced_at = now
             if self._fetch is None:
                 raise JwksUnavailable("No JWKS fetcher is configured.")
-            now = self.clock()
-            if forced and seen is not None:
-                seen.forced_at = now
             try:
-                keys = parse_jwks(await self._fetch(url))
+                got = await self._fetch(url, seen.conditions() if seen is not None else {})
+                if got.document is not None:
+                    keys = parse_jwks(got.document)
+                elif seen is not None:
+                    keys = seen.keys  # 304 Not Modified
+                else:
+                    raise JwksUnavailable("The platform's JWKS answered 304 to a request without validators.")
             except JwksUnavailable:
                 if seen is not None:
+                    seen.failed_at = now
                     return seen  # keep verifying with the keys we have
                 raise
-            entry = _Cached(keys, now, forced_at=now if forced else -math.inf)
+            said = http_cache.freshness(got.headers, now)
+            etag, last_modified = said.etag, said.last_modified
+            if got.document is None and seen is not None and etag is None and last_modified is None:
+                etag, last_modified = seen.etag, seen.last_modified  # a 304 need not repeat them
+            entry = _Cached(
+                keys,
+                now,
+                self.lifetime(said.lifetime),
+                etag,
+                last_modified,
+                forced_at=seen.forced_at if seen is not None else -math.inf,
+            )
+            if forced:
+                entry.forced_at = now
             self._cache[url] = entry
             return entry
 
@@ -260,7 +337,7 @@ class KeySets:
         cached = self._cache.get(url)
         now = self.clock()
         fresh = False
-        if cached is None or now - cached.fetched_at >= self.ttl:
+        if cached is None or self._stale(cached, now):
             cached = await self._refresh(url, cached, forced=False)
             fresh = True
         if kid not in cached.keys and not fresh and now - cached.forced_at >= self.refetch_interval:
@@ -308,11 +385,13 @@ async def verify_id_token(
     now: float,
     leeway: float,
     max_bytes: int,
+    target_link_uri: str,
 ) -> dict[str, Any]:
-    """Verify an id_token for ``registration`` and the login that sent ``nonce``; return its
-    claims. Signature first (RS256 with the key its ``kid`` names in the platform's JWKS); no
-    claim is trusted before it verifies. Then ``iss``, ``aud``/``azp``, ``exp``/``iat``,
-    ``nonce``, deployment id, message type, version and subject, each its own error."""
+    """Verify an id_token for ``registration`` and the login that sent ``nonce`` (and asked for
+    ``target_link_uri``); return its claims. Signature first (RS256 with the key its ``kid``
+    names in the platform's JWKS); no claim is trusted before it verifies. Then ``iss``,
+    ``aud``/``azp``, ``exp``/``iat``, ``nonce``, deployment id, message type, version, subject
+    and the message type's own claims (``check_resource_link``), each its own error."""
     compact, header = _split(token, max_bytes)
     if header.get("alg") != "RS256":
         raise WrongAlgorithm()
@@ -360,9 +439,30 @@ async def verify_id_token(
         raise WrongMessageType()
     if claims.get(VERSION) != "1.3.0":
         raise WrongVersion()
-    if _text(claims.get(LTI11_LEGACY_USER_ID)) is None and _text(claims.get("sub")) is None:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub or len(sub) > 255:
+        # OIDC Core 2: a non-empty string of at most 255 ASCII characters. LTI allows omitting
+        # it only for an anonymous launch, and this service admits no anonymous users.
         raise AnonymousLaunch()
+    if claims.get(MESSAGE_TYPE) == RESOURCE_LINK_REQUEST:
+        check_resource_link(claims, target_link_uri)
     return claims
+
+
+def check_resource_link(claims: Mapping[str, Any], target_link_uri: str) -> None:
+    """The claims LTI 1.3 Core (5.3, 5.4) requires of a resource link launch, checked after the
+    generic ones: the ``target_link_uri`` the login asked for, a ``roles`` array (it may be
+    empty, and its entries are not judged: unknown and short roles are valid), and a
+    ``resource_link`` with an ``id`` of 1 to 255 characters."""
+    if claims.get(TARGET_LINK_URI) != target_link_uri:
+        raise TargetLinkUriMismatch()
+    roles = claims.get(ROLES)
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise MissingRoles()
+    link = claims.get(RESOURCE_LINK)
+    link_id = link.get("id") if isinstance(link, dict) else None
+    if not isinstance(link_id, str) or not link_id or len(link_id) > 255:
+        raise MissingResourceLink()
 
 
 # -- what the launch says, in LTI 1.1 terms -----------------------------------------------------
@@ -398,7 +498,10 @@ def legacy_params(claims: Mapping[str, Any]) -> dict[str, str]:
     link = _object(claims, RESOURCE_LINK)
     presentation = _object(claims, LAUNCH_PRESENTATION)
     raw_roles = claims.get(ROLES)
-    roles = [r for r in raw_roles if isinstance(r, str) and r] if isinstance(raw_roles, list) else []
+    # A role holding a comma would become two roles in 1.1's comma-separated list (one of
+    # them perhaps "Administrator"): such a role is no role of the vocabulary, and is dropped.
+    listed = raw_roles if isinstance(raw_roles, list) else []
+    roles = [r for r in listed if isinstance(r, str) and r and "," not in r]
     membership = [_role_name(r) for r in roles if "/membership" in r]
     everyone = list(dict.fromkeys(_role_name(r) for r in roles))
     params: dict[str, Any] = {
