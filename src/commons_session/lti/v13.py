@@ -50,6 +50,7 @@ from ..errors import (
     WrongMessageType,
     WrongVersion,
 )
+from . import deeplinking
 
 __all__ = [
     "JwksFetcher",
@@ -57,6 +58,7 @@ __all__ = [
     "LoginState",
     "auth_request_url",
     "binding_hash",
+    "deep_linking_context",
     "legacy_params",
     "new_secret",
     "platform_origin",
@@ -77,6 +79,9 @@ CUSTOM = CLAIM + "custom"
 LTI11_LEGACY_USER_ID = CLAIM + "lti11_legacy_user_id"
 
 RESOURCE_LINK_REQUEST = "LtiResourceLinkRequest"
+DEEP_LINKING_REQUEST = deeplinking.DEEP_LINKING_REQUEST
+#: The launches we accept (check 18); a deep linking one must also carry valid settings.
+MESSAGE_TYPES = frozenset({RESOURCE_LINK_REQUEST, DEEP_LINKING_REQUEST})
 
 #: Returns the parsed JWKS document at a URL; raises ``JwksUnavailable`` if it cannot.
 JwksFetcher = Callable[[str], Awaitable[Mapping[str, Any]]]
@@ -356,13 +361,23 @@ async def verify_id_token(
         raise NonceMismatch()
     if claims.get(DEPLOYMENT_ID) not in registration.deployment_ids:
         raise UnknownDeployment()
-    if claims.get(MESSAGE_TYPE) != RESOURCE_LINK_REQUEST:
+    message_type = claims.get(MESSAGE_TYPE)
+    if not isinstance(message_type, str) or message_type not in MESSAGE_TYPES:
         raise WrongMessageType()
     if claims.get(VERSION) != "1.3.0":
         raise WrongVersion()
     if _text(claims.get(LTI11_LEGACY_USER_ID)) is None and _text(claims.get("sub")) is None:
         raise AnonymousLaunch()
+    if message_type == DEEP_LINKING_REQUEST:
+        deeplinking.settings_context(claims, issuer=registration.issuer, client_id=registration.client_id)
     return claims
+
+
+def deep_linking_context(claims: Mapping[str, Any], registration: Lti13Registration) -> dict[str, Any] | None:
+    """The Deep Linking context of verified claims, or None for a resource link launch."""
+    if claims.get(MESSAGE_TYPE) != DEEP_LINKING_REQUEST:
+        return None
+    return deeplinking.settings_context(claims, issuer=registration.issuer, client_id=registration.client_id)
 
 
 # -- what the launch says, in LTI 1.1 terms -----------------------------------------------------
