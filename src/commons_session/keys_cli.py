@@ -64,7 +64,13 @@ async def run(args: argparse.Namespace, stores: Stores) -> int:
     tool_keys, now = keys.ToolKeys(stores.records), time.time()
     if args.action == "rotate":
         made, retired = await tool_keys.rotate(now, args.overlap)
-        _print({"signing": made.kid, "retired": [k.kid for k in retired]}, args.json)
+        if args.json:
+            print(json.dumps({"signing": made.kid, "retired": [k.kid for k in retired]}))
+        else:
+            until = iso8601(now + args.overlap)
+            print(f"signing with {made.kid}")
+            for key in retired:
+                print(f"retired {key.kid}; in the JWKS until {until}")
         return 0
     await tool_keys.ensure(now)
     listed = await stores.records.list_tool_keys()
