@@ -344,6 +344,8 @@ def test_an_empty_selection_is_a_valid_answer(server: Server, platform: Platform
             {"accept_presentation_document_targets": ["window"]},
         ),
         ([LINK] * 51, "invalid_content_items", {}),
+        ([{"type": "image", "url": "https://a.example/i.png", "width": -1}], "invalid_content_items", {}),
+        ([{"type": "image", "url": "https://a.example/i.png", "height": 1.5}], "invalid_content_items", {}),
     ],
 )
 def test_bad_content_items_are_refused_with_a_stable_code_and_change_nothing(
@@ -388,6 +390,20 @@ def test_without_a_session_or_with_an_unknown_one_the_answer_is_401(server: Serv
         401,
         "invalid_session",
     )
+
+
+@pytest.mark.parametrize("text", ['[], "msg": "spliced"', "[] ", "not json", "[1", '{"type": "link"}', "NaN"])
+def test_a_forms_content_items_must_be_one_json_array(
+    server: Server, platform: Platform, user: CanvasUser, text: str
+) -> None:
+    session_id = dl_session(server, platform, user)
+    headers = {"x-session-id": session_id, **JSON_ACCEPT}
+    response = httpx.post(server.url + RESPONSE, data={"contentItems": text}, headers=headers)
+    if text == "[] ":  # whitespace around one array is still one array
+        assert response.status_code == 200, response.text
+        return
+    _problem(response, 400, "invalid_content_items")
+    assert respond(server, session_id, [LINK]).status_code == 200
 
 
 def test_a_cross_site_post_is_refused_even_with_a_valid_session(

@@ -58,9 +58,10 @@ def _request_fields(raw: bytes, media_type: str, form: dict[str, Any] | None) ->
     text = (form or {}).get("contentItems")
     if not isinstance(text, str) or not text.strip():
         raise InvalidContentItems()
-    items = json_object(
-        b'{"contentItems":' + text.encode("utf-8") + b"}", "contentItems", InvalidContentItems
-    )
+    wrapped = b'{"contentItems":' + text.encode("utf-8") + b"}"
+    items = json_object(wrapped, "contentItems", InvalidContentItems)
+    if set(items) != {"contentItems"}:  # the text was one JSON value, not a splice of several
+        raise InvalidContentItems("contentItems must be one JSON array.")
     messages = {k: v for k, v in (form or {}).items() if k in ("msg", "log", "errormsg", "errorlog")}
     return {**messages, **items}
 

@@ -202,6 +202,9 @@ def _check_item(item: Any, index: int, context: Mapping[str, Any]) -> dict[str, 
         problem = _url_problem(item.get("url"))
         if problem is not None:
             raise _bad(index, f"url {problem}.")
+    for size in ("width", "height"):
+        if size in item and (type(item[size]) is not int or not 0 < item[size] <= 100_000):
+            raise _bad(index, f"{size} must be a positive whole number.")
     if kind == "html" and (not isinstance(item.get("html"), str) or not item["html"]):
         raise _bad(index, "html items need the string property 'html'.")
     _check_text(item, index, "html", MAX_HTML)
