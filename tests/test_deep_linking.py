@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from html import unescape
 from typing import Any
 
@@ -308,6 +309,28 @@ def test_the_response_is_single_use_and_a_refused_attempt_uses_nothing_up(
     _problem(respond(server, session_id, [LINK]), 403, "deep_linking_used")
     # the session itself lives on
     assert contents(server, session_id)["deepLinking"]["returnUrl"] == RETURN_URL
+
+
+def test_each_answer_is_audited_with_its_item_count_and_never_its_jwt(
+    server: Server, platform: Platform, user: CanvasUser
+) -> None:
+    session_id = dl_session(server, platform, user)
+    token = respond(server, session_id, [LINK, RESOURCE]).json()["jwt"]
+    audit = server.cli("audit", "--event", "deep_linking_response", "--json", "--limit", "1000")
+    assert audit.returncode == 0, audit.stderr
+    rows = [json.loads(line) for line in audit.stdout.splitlines()]
+    mine = [r for r in rows if r["user_id"] == contents(server, session_id)["userId"]]
+    assert [r["reason"] for r in mine] == ["2"]
+    assert token not in audit.stdout and session_id not in audit.stdout
+
+
+def test_racing_answers_to_one_launch_sign_exactly_one(
+    server: Server, platform: Platform, user: CanvasUser
+) -> None:
+    session_id = dl_session(server, platform, user)
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(lambda _: respond(server, session_id, [LINK]).status_code, range(8)))
+    assert statuses == [200] + [403] * 7
 
 
 def test_an_empty_selection_is_a_valid_answer(server: Server, platform: Platform, user: CanvasUser) -> None:
