@@ -220,6 +220,47 @@ class Platform:
             headers={"kid": kid or self.kid},
         )
 
+    def deep_linking_settings(self, return_url: str, **changes: Any) -> dict[str, Any]:
+        """What Canvas sends in an editor_button / assignment_selection LtiDeepLinkingRequest.
+        A change of ``None`` removes the setting."""
+        settings: dict[str, Any] = {
+            "deep_link_return_url": return_url,
+            "accept_types": ["link", "file", "html", "ltiResourceLink", "image"],
+            "accept_presentation_document_targets": ["embed", "iframe", "window"],
+            "accept_media_types": "image/*,text/html,application/vnd.ims.lti.v1.ltilink,*/*",
+            "accept_multiple": True,
+            "auto_create": False,
+            "title": "Place Commons",
+            "data": "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.dl-data.sig",
+        }
+        for name, value in changes.items():
+            if value is None:
+                settings.pop(name, None)
+            else:
+                settings[name] = value
+        return settings
+
+    def deep_linking_token(
+        self,
+        user: CanvasUser,
+        nonce: str,
+        settings: dict[str, Any] | None,
+        *,
+        extra: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> str:
+        """An LtiDeepLinkingRequest id_token as Canvas signs it: no resource_link claim, the
+        deep_linking_settings claim (absent if ``settings`` is None)."""
+        dl = {
+            CLAIM + "message_type": "LtiDeepLinkingRequest",
+            CLAIM + "resource_link": None,
+            DL_SETTINGS: settings,
+        }
+        return self.id_token(user, nonce, extra={**dl, **(extra or {})}, **overrides)
+
+
+DL_SETTINGS = "https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings"
+
 
 def register(server: Server, jwks: JwksServer, **kwargs: Any) -> Platform:
     """A new institution (1.1 key and secret) with an LTI 1.3 registration attached."""

@@ -345,7 +345,7 @@ BAD_TOKENS: dict[str, tuple[str, BadToken]] = {
     ),
     "message-type": (
         "wrong_message_type",
-        lambda p, u, n: p.id_token(u, n, extra={CLAIM + "message_type": "LtiDeepLinkingRequest"}),
+        lambda p, u, n: p.id_token(u, n, extra={CLAIM + "message_type": "LtiSubmissionReviewRequest"}),
     ),
     "version": ("wrong_version", lambda p, u, n: p.id_token(u, n, extra={CLAIM + "version": "1.2.0"})),
     "anonymous": (

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from . import backup
+from . import backup, keys_cli
 from . import login as login_cli
 from .backup import BackupError
 from .config import Settings, setting_errors, unknown_variables
@@ -46,6 +46,7 @@ from .errors import (
 )
 from .http.app import build_service
 from .logs import configure_logging, granian_log_config
+from .lti.keys import ToolKeys
 from .ports import port_free
 from .stores.base import Stores
 from .stores.factory import sqlite_path
@@ -397,6 +398,7 @@ def _parser() -> argparse.ArgumentParser:
     put_back.add_argument("file", help="a file made by backup")
     login_cli.add_parsers(commands)  # login, whoami, logout: a session for the person at the terminal
     devcanvas_cli.add_parser(commands)  # dev-canvas: a local Canvas stand-in, for development and tests
+    keys_cli.add_parser(commands)  # keys: the tool's own signing keys (LTI Deep Linking)
 
     sessions = commands.add_parser("sessions", help="list or end sessions of a user or an institution")
     session_actions = sessions.add_subparsers(dest="action", required=True)
@@ -481,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args, settings)
         if args.command == "migrate":
-            return asyncio.run(_with_stores(settings, lambda stores: _migrated(settings)))
+            return asyncio.run(_with_stores(settings, lambda stores: _migrated(settings, stores)))
         if args.command in ("backup", "restore"):
             return _backup_or_restore(args, settings)
         if args.command == "purge":
@@ -490,6 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_with_stores(settings, lambda stores: _sessions(args, settings, stores)))
         if args.command == "users":
             return asyncio.run(_with_stores(settings, lambda stores: _users(args, settings, stores)))
+        if args.command == "keys":
+            return asyncio.run(_with_stores(settings, lambda stores: keys_cli.run(args, stores)))
         if args.command == "audit":
             return asyncio.run(_with_stores(settings, lambda stores: _audit(args, stores)))
         return asyncio.run(_with_stores(settings, lambda stores: _institutions(args, settings, stores)))
@@ -502,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-async def _migrated(settings: Settings) -> int:
+async def _migrated(settings: Settings, stores: Stores) -> int:
     print(f"schema is current ({settings.database_url})")
+    await ToolKeys(stores.records).ensure(time.time())  # the first signing key
     return 0

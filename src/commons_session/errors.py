@@ -44,8 +44,11 @@ __all__ = [
     "AuthenticationError",
     "BadRequest",
     "ConflictingSessionIds",
+    "ContentTypeNotAccepted",
     "CreateError",
     "CrossOriginRequest",
+    "DeepLinkingError",
+    "DeepLinkingUsed",
     "DuplicateInstitution",
     "DuplicateRegistration",
     "Forbidden",
@@ -54,6 +57,8 @@ __all__ = [
     "InstitutionError",
     "InstitutionNotFound",
     "InvalidClaims",
+    "InvalidContentItems",
+    "InvalidDeepLinkingSettings",
     "InvalidExchangeCode",
     "InvalidIdTokenSignature",
     "InvalidInstitution",
@@ -71,13 +76,16 @@ __all__ = [
     "MetricsTokenRequired",
     "MissingResourceLink",
     "MissingRoles",
+    "MultipleItemsNotAccepted",
     "NeverLaunched",
     "NonceMismatch",
     "NonceReplayed",
+    "NotDeepLinking",
     "NotFound",
     "NotYourSession",
     "OperatorConsoleDisabled",
     "OperatorTokenRequired",
+    "PresentationNotAccepted",
     "RateLimited",
     "RegistrationNotFound",
     "RepeatedLaunchParameter",
@@ -506,7 +514,7 @@ class UnknownDeployment(Lti13Error):
 
 class WrongMessageType(Lti13Error):
     code = "wrong_message_type"
-    default_message = "Only LtiResourceLinkRequest launches are supported."
+    default_message = "Only LtiResourceLinkRequest and LtiDeepLinkingRequest launches are supported."
 
 
 class WrongVersion(Lti13Error):
@@ -552,3 +560,50 @@ class DuplicateRegistration(InstitutionError):
 class RegistrationNotFound(InstitutionError):
     code = "lti13_registration_not_found"
     default_message = "No LTI 1.3 registration has that issuer and client_id."
+
+
+# -- LTI Deep Linking 2.0 (issue 12) ----------------------------------------------------------
+
+
+class InvalidDeepLinkingSettings(Lti13Error):
+    code = "invalid_deep_linking_settings"
+    default_message = "The LtiDeepLinkingRequest's deep_linking_settings claim is missing or invalid."
+
+
+class DeepLinkingError(BadRequest):
+    """The content items an app sent for a Deep Linking response are unusable (400)."""
+
+    code = "invalid_deep_linking_response"
+    default_message = "The Deep Linking response could not be made."
+
+
+class InvalidContentItems(DeepLinkingError):
+    code = "invalid_content_items"
+    default_message = "Send the content items as the JSON array property 'contentItems'."
+
+
+class ContentTypeNotAccepted(DeepLinkingError):
+    code = "content_type_not_accepted"
+    default_message = "The platform does not accept content items of this type here."
+
+
+class MultipleItemsNotAccepted(DeepLinkingError):
+    code = "multiple_items_not_accepted"
+    default_message = "The platform accepts only one content item here."
+
+
+class PresentationNotAccepted(DeepLinkingError):
+    code = "presentation_not_accepted"
+    default_message = "The platform does not accept this presentation document target here."
+
+
+class NotDeepLinking(Forbidden):
+    code = "not_deep_linking"
+    default_message = (
+        "This session was not started by a Deep Linking launch; launch it from the platform's picker."
+    )
+
+
+class DeepLinkingUsed(Forbidden):
+    code = "deep_linking_used"
+    default_message = "This Deep Linking launch has already been answered; launch the picker again."

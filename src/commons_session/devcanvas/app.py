@@ -5,6 +5,8 @@
   ``?lti=1.3`` for LTI 1.3, ``?as=<user id>`` to be someone else).
 - ``GET|POST /api/lti/authorize_redirect``: the LTI 1.3 authorization endpoint.
 - ``GET /api/lti/security/jwks``: the platform's public keys.
+- ``GET /courses/:id?lti=1.3&placement=link_selection``: "place a resource", an LTI Deep
+  Linking request; ``POST /courses/:id/deep_linking_response`` verifies and shows the answer.
 - ``GET /post_message_forwarding``: the hidden frame of the course page that answers LTI Platform
   Storage messages (``lti.put_data``, ``lti.get_data``), for tools whose cookies are blocked.
 
@@ -31,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import pages
+from . import deeplinking, pages
 from .config import Course, DevCanvasConfig, User, parse_config
 from .lti13 import PlatformKey
 from .messages import lti11_params, lti13_claims, new_verifier
@@ -71,6 +73,12 @@ class Platform:
     hint_secret: str
     clock: Callable[[], float] = time.time
     pending: dict[str, _Pending] = field(default_factory=dict)
+    #: Deep Linking requests sent and not yet answered (their ``data``), until they expire.
+    deep_links: dict[str, float] = field(default_factory=dict)
+
+    def spend_deep_link(self, verifier: str) -> bool:
+        expires = self.deep_links.pop(verifier, None)
+        return expires is not None and expires > self.clock()
 
     @property
     def consumer(self) -> LtiConsumer:
@@ -217,9 +225,13 @@ async def course_page(request: Request) -> Response:
     for stale in [v for v, p in platform.pending.items() if p.expires_at <= now]:
         del platform.pending[stale]
     verifier = new_verifier()
-    platform.pending[verifier] = _Pending(
-        lti13_claims(config, user, course, now=int(now)), now + HINT_LIFETIME
-    )
+    claims = lti13_claims(config, user, course, now=int(now))
+    if request.query_params.get("placement") == deeplinking.PLACEMENT:  # "place a resource"
+        link = new_verifier()
+        platform.deep_links[link] = now + HINT_LIFETIME
+        data = deeplinking.new_data(platform.hint_secret, course, link, now, HINT_LIFETIME)
+        claims = deeplinking.request_claims(config, user, course, now=int(now), data=data)
+    platform.pending[verifier] = _Pending(claims, now + HINT_LIFETIME)
     fields = [
         ("iss", config.issuer),
         ("login_hint", user.lti_user_id),
@@ -304,6 +316,25 @@ async def authorize(request: Request) -> Response:
 JWKS_CACHE_CONTROL = "max-age=864000"
 
 
+async def deep_linking_response(request: Request) -> Response:
+    """Where the tool's Deep Linking answer is posted (Canvas: the same path)."""
+    platform = _platform(request)
+    course = platform.config.course(request.path_params["course_id"])
+    if course is None:
+        return pages.message_page("Page not found", "This course does not exist.", 404)
+    try:
+        claims, kid = await deeplinking.verify_response(
+            await request.body(),
+            config=platform.config,
+            course=course,
+            hint_secret=platform.hint_secret,
+            spend=platform.spend_deep_link,
+        )
+    except deeplinking.ResponseRefused as exc:
+        return pages.message_page("Deep Linking response refused", str(exc), 400)
+    return pages.deep_linking_result(course, claims, kid)
+
+
 async def jwks(request: Request) -> Response:
     return JSONResponse(_platform(request).key.jwks(), headers={"Cache-Control": JWKS_CACHE_CONTROL})
 
@@ -337,6 +368,7 @@ routes = [
     Route("/api/lti/authorize_redirect", authorize, methods=["GET", "POST"]),
     Route("/api/lti/security/jwks", jwks, methods=["GET"]),
     Route("/" + pages.STORAGE_FRAME, storage_frame, methods=["GET"]),
+    Route("/courses/{course_id}/deep_linking_response", deep_linking_response, methods=["POST"]),
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 from html import escape
+from typing import Any
 
 from starlette.responses import HTMLResponse
 
@@ -16,6 +17,7 @@ __all__ = [
     "autopost",
     "avatar_svg",
     "course_page",
+    "deep_linking_result",
     "index",
     "message_page",
     "registration_commands",
@@ -139,6 +141,8 @@ def course_page(
     <h2>{escape(course.name)}</h2>
     {link("Commons (LTI 1.1)", "1.1", user.id)}
     {link("Commons (LTI 1.3)", "1.3", user.id)}
+    <a href="{base}?lti=1.3&amp;placement=link_selection&amp;as={escape(user.id)}"
+      data-placement="link_selection">Place a resource (Deep Linking)</a>
     <p>Viewing as {escape(user.name)}. Switch to:</p>
     {switch}
   </nav>
@@ -219,3 +223,25 @@ def avatar_svg(user: User) -> str:
         '<text x="48" y="58" font-family="sans-serif" font-size="32" fill="#fff" text-anchor="middle">'
         f"{escape(initials)}</text></svg>"
     )
+
+
+def deep_linking_result(course: Course, claims: dict[str, Any], kid: str) -> HTMLResponse:
+    """What the tool placed, once its answer verified: Canvas adds it to the course."""
+    dl = "https://purl.imsglobal.org/spec/lti-dl/claim/"
+    items = claims.get(dl + "content_items") or []
+    rows = "".join(
+        f"<tr><td>{escape(str(i.get('type', '')))}</td><td>{escape(str(i.get('title', '')))}</td>"
+        f"<td>{escape(str(i.get('url', '')))}</td></tr>"
+        for i in items
+    )
+    message = claims.get(dl + "msg") or claims.get(dl + "errormsg")
+    note = f'<p data-slot="msg">{escape(str(message))}</p>' if message else ""
+    body = f"""
+<div class="content" data-deep-linking="verified">
+  <h1>Placed in {escape(course.name)}</h1>
+  <p>The tool's answer verified against its JWKS (key <code>{escape(kid)}</code>).</p>
+  {note}
+  <table><thead><tr><th>Type</th><th>Title</th><th>URL</th></tr></thead>
+  <tbody>{rows or '<tr><td colspan="3">Nothing was chosen.</td></tr>'}</tbody></table>
+</div>"""
+    return _page(f"{course.name}: placed", body)

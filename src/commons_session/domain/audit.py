@@ -28,6 +28,7 @@ EVENTS = {
     "launch": "none",
     "terms_accepted": "the accepted terms version",
     "verification_failed": "the refusal's error code (e.g. invalid_token_signature)",
+    "deep_linking_response": "how many content items the signed response carries",
 }
 
 SESSION_HASH_HEX = 16  # hex digits kept: 64 bits, plenty to tell sessions apart

@@ -12,6 +12,7 @@ __all__ = [
     "Lti13Registration",
     "Profile",
     "SessionRecord",
+    "ToolKey",
     "User",
 ]
 
@@ -164,3 +165,26 @@ class SessionRecord:
     #: Absolute end of life; the idle end is ``last_seen_at + idle_timeout``.
     expires_at: float
     user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolKey:
+    """One of the tool's own RSA signing keys (LTI Deep Linking responses), as stored.
+
+    The newest key without ``retired_at`` signs; every key not retired, or retired but still
+    within ``published_until``, is in our JWKS. The private half never appears in a repr (so
+    never in a log line or a traceback's locals)."""
+
+    kid: str
+    #: PKCS#8 PEM of the private key. Only ``lti.keys`` reads it, to sign.
+    private_pem: str = field(repr=False)
+    #: The public JWK (kty, n, e, kid, alg, use): what the JWKS publishes.
+    public_jwk: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    #: When a newer key took over (``keys rotate``); None while this key may sign.
+    retired_at: float | None = None
+    #: A retired key stays in the JWKS until then (the rotation's overlap).
+    published_until: float | None = None
+
+    def published(self, now: float) -> bool:
+        return self.retired_at is None or (self.published_until is not None and now < self.published_until)

@@ -27,11 +27,13 @@ from typing import Any, Protocol
 from ..errors import (
     AuthenticationError,
     BadRequest,
+    DeepLinkingUsed,
     Forbidden,
     InvalidExchangeCode,
     InvalidSession,
     NeverLaunched,
     NonceReplayed,
+    NotDeepLinking,
     ReplayedNonce,
     SessionNotFound,
     SessionServiceError,
@@ -49,7 +51,7 @@ from ..errors import (
     UserDisabled,
     WrongTargetLinkUri,
 )
-from ..lti import v11, v13
+from ..lti import deeplinking, keys, v11, v13
 from ..stores.base import Stores
 from . import exchange, tokens
 from .audit import AuditEvent, EventSink, session_hash
@@ -165,6 +167,19 @@ class Lti13Login:
     platform_origin: str
 
 
+#: The session contents key of a Deep Linking launch's context (absent in every other session).
+DEEP_LINKING_KEY = "deepLinking"
+
+
+@dataclass(frozen=True, slots=True)
+class DeepLinkingAnswer:
+    """Where the browser posts the response, and the response itself (``JWT`` form field)."""
+
+    return_url: str
+    jwt: str
+    kid: str
+
+
 # A login state stays readable this long after it expired, so a late launch is told
 # ``state_expired`` rather than ``state_mismatch``; its nonce stays claimed as long.
 LTI13_STATE_GRACE = 3_600
@@ -238,6 +253,8 @@ class SessionService:
             max_ttl=policy.jwks_max_ttl,
             clock=clock,
         )
+        #: The tool's own signing keys (Deep Linking responses, our JWKS).
+        self.tool_keys = keys.ToolKeys(stores.records)
 
     async def _emit(
         self,
@@ -287,7 +304,12 @@ class SessionService:
     # -- sessions -------------------------------------------------------------------------
 
     async def _issue(
-        self, user: User, profile: Profile, institution: Institution, user_agent: str | None
+        self,
+        user: User,
+        profile: Profile,
+        institution: Institution,
+        user_agent: str | None,
+        extra: dict[str, Any] | None = None,
     ) -> Issued:
         now = self.clock()
         session_id = new_session_id()
@@ -295,7 +317,7 @@ class SessionService:
             id_hash=hash_id(session_id),
             user_id=user.id,
             institution_id=institution.id,
-            contents=session_contents(user, profile, institution),
+            contents={**session_contents(user, profile, institution), **(extra or {})},
             created_at=now,
             last_seen_at=now,
             expires_at=now + self.policy.absolute_timeout,
@@ -628,6 +650,7 @@ class SessionService:
         user_agent: str | None,
         *,
         check_message: bool = False,
+        extra: dict[str, Any] | None = None,
     ) -> LaunchResult:
         """The rest of every launch once its signature verified (1.1 or 1.3): read who it
         names, claim its nonce (``replayed`` if already used), charge the institution, then
@@ -642,7 +665,14 @@ class SessionService:
         async with self._single_use(namespace, key, keep_until, now, replayed) as made:
             await self._admit(institution)
             result = await self._start_session(
-                institution, identity, profile, v11.launch_context(params), now, held_session_id, user_agent
+                institution,
+                identity,
+                profile,
+                v11.launch_context(params),
+                now,
+                held_session_id,
+                user_agent,
+                extra,
             )
             made.append(result.issued.record.id_hash)
         return result
@@ -672,6 +702,7 @@ class SessionService:
         now: float,
         held_session_id: Held,
         user_agent: str | None,
+        extra: dict[str, Any] | None = None,
     ) -> LaunchResult:
         """What every verified launch (1.1 or 1.3) does: record the user and the launch, end the
         session the browser held (against fixation), start a fresh one, and leave a one-time
@@ -679,7 +710,7 @@ class SessionService:
         user = await self.stores.records.record_launch(identity, profile, context, now)
         accepted = await self.stores.records.has_accepted(user.id, self.terms.version)
         replaced = tuple(await self._end_held(held_session_id))
-        issued = await self._issue(user, profile, institution, user_agent)
+        issued = await self._issue(user, profile, institution, user_agent, extra)
         code = exchange.new_code()
         await self.stores.once.put(
             "exchange",
@@ -860,6 +891,8 @@ class SessionService:
         # The nonce is the state's own (one each), so claiming it makes the state single-use too.
         nonce = ("lti13_nonce", v13.state_key(login.nonce))
         keep_until = login.issued_at + self.policy.lti_state_ttl + LTI13_STATE_GRACE
+        # A Deep Linking launch's session carries the request's context (``deepLinking``).
+        context = v13.deep_linking_context(claims, registration)
         return await self._verified_launch(
             institution,
             v13.legacy_params(claims),
@@ -870,7 +903,44 @@ class SessionService:
             NonceReplayed(),
             held_session_id,
             user_agent,
+            extra={DEEP_LINKING_KEY: context} if context is not None else None,
         )
+
+    # -- LTI Deep Linking 2.0 -------------------------------------------------------------
+
+    async def deep_linking_response(
+        self, record: SessionRecord, items: Any, messages: dict[str, str] | None = None
+    ) -> DeepLinkingAnswer:
+        """The signed ``LtiDeepLinkingResponse`` for the content items the app chose on a Deep
+        Linking session. One answer per launch, as Canvas takes one: the answer is claimed
+        (``deep_linking_used`` after) only once every check passed, so a refused attempt can be
+        corrected and sent again."""
+        context = record.contents.get(DEEP_LINKING_KEY)
+        if not isinstance(context, dict):
+            raise NotDeepLinking()
+        checked = deeplinking.check_items(items, context)
+        now = self.clock()
+        key = record.id_hash.hex()
+        if not await self.stores.once.claim("deep_linking_used", key, max(now, record.expires_at), now):
+            raise DeepLinkingUsed()
+        try:
+            async with self._deadline():
+                signed = await self.tool_keys.sign(
+                    deeplinking.response_claims(context, checked, now=now, messages=messages), now
+                )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLEANUP_TIMEOUT):
+                    await self.stores.once.release("deep_linking_used", key)
+            raise
+        await self._emit(
+            "deep_linking_response",
+            str(len(checked)),
+            user_id=record.user_id,
+            institution_id=record.institution_id,
+            id_hash=record.id_hash,
+        )
+        return DeepLinkingAnswer(str(context["returnUrl"]), signed.token, signed.kid)
 
     # -- terms ----------------------------------------------------------------------------
 

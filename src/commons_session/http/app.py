@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import ipaddress
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -18,7 +19,7 @@ from ..config import Settings
 from ..domain.audit import AuditEvent, EventSink
 from ..domain.service import REQUEST_STARTED, InstitutionGuard, Policy, SessionService
 from ..domain.terms import Terms
-from ..errors import StoreUnavailable
+from ..errors import StoreError, StoreUnavailable
 from ..logs import configure_logging, request_id
 from ..metrics import instrument, metrics
 from ..stores.base import RecordStore, Stores
@@ -94,6 +95,15 @@ def build_service(
     )
 
 
+async def _ensure_tool_key(service: SessionService) -> None:
+    """The tool's first signing key, made at start if the database has none (two workers may
+    each make one: both are published, the newest signs). Failing that, the first use makes it."""
+    try:
+        await service.tool_keys.ensure(time.time())
+    except StoreError:
+        logging.getLogger("commons_session").warning("could not make the tool's signing key at start")
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -114,6 +124,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         except StoreUnavailable:
             # Serve 503s until the store returns rather than dying: clients keep their sessions.
             logging.getLogger("commons_session").warning("store unavailable at start; will retry")
+        else:
+            await _ensure_tool_key(app.state.service)
         # What start-up made (modules, the app, the settings) lives as long as the worker. Frozen,
         # it is no longer walked by every full collection, each of which stalled the worker for
         # ~25 ms (Redis reads at 16 connections: p99 27 -> 3 ms; docs/performance.md).

@@ -44,7 +44,7 @@ __all__ = [
 
 LAUNCH_PATH = "/api/lti/launch"
 LOGIN_PATH = "/api/lti/login"
-_STATIC = frozenset({"session.js", "lti13.js"})
+_STATIC = frozenset({"session.js", "lti13.js", "deeplinking.js"})
 
 
 def _service(request: Request) -> SessionService:

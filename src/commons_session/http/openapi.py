@@ -115,6 +115,7 @@ _SESSION_CONTENTS: dict[str, Any] = {
         "stateStandard": {"type": ["string", "null"]},
         "isAccountCurator": {"type": "boolean"},
         "userAvatarUrl": {"type": ["string", "null"]},
+        "deepLinking": {"$ref": "#/components/schemas/DeepLinkingContext"},
     },
 }
 
@@ -538,10 +539,56 @@ def _document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/lti/jwks": {
+                "get": {
+                    "operationId": "toolJwks",
+                    "summary": "The tool's public signing keys (JWKS)",
+                    "description": (
+                        "RS256 keys that verify what the tool signs (LTI Deep Linking responses): the "
+                        "key that signs now and, after `commons-session keys rotate`, the replaced "
+                        "ones until their overlap ends. Public members only."
+                    ),
+                    "responses": {
+                        "200": {
+                            **_json("Jwks", "The key set."),
+                            "headers": {"Cache-Control": _STRING},
+                        },
+                        **_errors(503),
+                    },
+                }
+            },
+            "/api/lti/deep-linking/response": {
+                "post": {
+                    "operationId": "deepLinkingResponse",
+                    "summary": "Answer a Deep Linking launch with the chosen content items",
+                    "description": (
+                        "On a session started by an LtiDeepLinkingRequest launch (its contents carry "
+                        "`deepLinking`): checks the items against the request's settings and signs an "
+                        "LtiDeepLinkingResponse JWT with the tool's key. Answers the page whose form "
+                        "posts it (`JWT`) to the platform's return URL, or, with `Accept: "
+                        "application/json`, the URL and the JWT. Once per launch. A form post "
+                        "authenticated by the cookie needs `csrf_token`; `contentItems` is then JSON text."
+                    ),
+                    "security": _SESSION_AUTH,
+                    "requestBody": _body("DeepLinkingRequest", *_JSON_OR_FORM),
+                    "responses": {
+                        "200": {
+                            "description": "The auto-submitting form, or the JSON answer.",
+                            "content": {
+                                "text/html": {"schema": {"type": "string"}},
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/DeepLinkingAnswer"}
+                                },
+                            },
+                        },
+                        **_errors(400, 401, 403, 413, 415, 503),
+                    },
+                }
+            },
             "/static/{name}": {
                 "get": {
                     "operationId": "staticScript",
-                    "summary": "The scripts of the cookie-less pages (session.js, lti13.js)",
+                    "summary": "The scripts of the cookie-less pages (session.js, lti13.js, deeplinking.js)",
                     "parameters": [
                         {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
                     ],
@@ -785,6 +832,72 @@ def _document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["sessionId"],
                     "properties": {"sessionId": {"type": "string"}},
+                },
+                "Jwks": {
+                    "type": "object",
+                    "required": ["keys"],
+                    "properties": {
+                        "keys": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["kty", "n", "e", "kid", "alg", "use"],
+                                "properties": {
+                                    name: {"type": "string"}
+                                    for name in ("kty", "n", "e", "kid", "alg", "use")
+                                },
+                                "additionalProperties": False,
+                            },
+                        }
+                    },
+                },
+                "DeepLinkingRequest": {
+                    "type": "object",
+                    "required": ["contentItems"],
+                    "properties": {
+                        "contentItems": {
+                            "type": ["array", "string"],
+                            "description": (
+                                "Content items (ltiResourceLink, link, html, image, file); a form sends "
+                                "them as JSON text."
+                            ),
+                            "items": {
+                                "type": "object",
+                                "required": ["type"],
+                                "properties": {"type": {"type": "string"}},
+                            },
+                        },
+                        **{name: {"type": "string"} for name in ("msg", "log", "errormsg", "errorlog")},
+                        "sessionId": {"type": "string"},
+                        "csrf_token": {"type": "string"},
+                    },
+                },
+                "DeepLinkingAnswer": {
+                    "type": "object",
+                    "required": ["returnUrl", "jwt"],
+                    "properties": {"returnUrl": {"type": "string"}, "jwt": {"type": "string"}},
+                },
+                "DeepLinkingContext": {
+                    "type": "object",
+                    "description": "Only in sessions started by an LtiDeepLinkingRequest launch.",
+                    "required": ["returnUrl", "acceptTypes", "acceptMultiple", "issuer", "clientId"],
+                    "properties": {
+                        "returnUrl": {"type": "string"},
+                        "acceptTypes": {"type": "array", "items": {"type": "string"}},
+                        "acceptPresentationDocumentTargets": {"type": "array", "items": {"type": "string"}},
+                        "acceptMediaTypes": {"type": ["string", "null"]},
+                        "acceptMultiple": {"type": "boolean"},
+                        "acceptLineItem": {"type": "boolean"},
+                        "autoCreate": {"type": "boolean"},
+                        "title": {"type": ["string", "null"]},
+                        "text": {"type": ["string", "null"]},
+                        "data": {
+                            "description": "The request's data, echoed in the response; absent if none."
+                        },
+                        "issuer": {"type": "string"},
+                        "clientId": {"type": "string"},
+                        "deploymentId": {"type": "string"},
+                    },
                 },
                 "SessionIdBody": {
                     "type": "object",

@@ -12,6 +12,7 @@ the launch's one-time ``code`` for the session id and then talks to the API with
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from html import escape
@@ -23,6 +24,7 @@ from ..domain.terms import Terms
 
 __all__ = [
     "allow_framing",
+    "deep_linking_post",
     "exchange_shell",
     "hidden",
     "home",
@@ -218,7 +220,8 @@ def home(contents: dict[str, Any], *, accepted: bool, csrf_token: str) -> HTMLRe
     body = (
         f'<div class="who">{picture}<div><h1>Signed in as {escape(name)}</h1></div></div>'
         f"<dl>{details}</dl>{terms_note}"
-        '<form method="post" action="/logout">'
+        + _deep_linking_picker(contents.get("deepLinking"), csrf_token)
+        + '<form method="post" action="/logout">'
         + hidden("csrf_token", csrf_token)
         + '<button class="secondary" type="submit">Log out</button></form>'
     )
@@ -321,3 +324,41 @@ def state_cookie_missing(detail: str, relaunch_url: str | None) -> HTMLResponse:
         + (_relaunch_link(relaunch_url) if relaunch_url else "")
     )
     return _page("Open in a new window", body, status=401)
+
+
+# -- LTI Deep Linking (docs/lti13.md#deep-linking) ------------------------------------------------
+
+
+def _deep_linking_picker(context: Any, csrf_token: str) -> str:
+    """On a Deep Linking session's home page: place Commons in the course, as the one content
+    item the platform accepts (a resource link, else nothing to offer)."""
+    if not isinstance(context, dict):
+        return ""
+    accepted = context.get("acceptTypes") or []
+    if "ltiResourceLink" not in accepted:
+        return (
+            '<p class="note" data-deep-linking="none">The platform asked for content Commons does not offer '
+            f"({escape(', '.join(map(str, accepted)))}).</p>"
+        )
+    item = json.dumps([{"type": "ltiResourceLink", "title": "Commons"}], separators=(",", ":"))
+    return (
+        '<form method="post" action="/api/lti/deep-linking/response" data-deep-linking="picker">'
+        + hidden("csrf_token", csrf_token)
+        + hidden("contentItems", item)
+        + "<p>Canvas asked you to choose a resource to place.</p>"
+        + '<p><button type="submit">Place Commons here</button></p></form>'
+    )
+
+
+def deep_linking_post(return_url: str, token: str) -> HTMLResponse:
+    """The form that posts the signed Deep Linking response to the platform; the static
+    script submits it on load, the button does without script."""
+    body = (
+        "<h1>Returning to Canvas…</h1>"
+        f'<form id="deep-linking" method="post" action="{escape(return_url)}">'
+        + hidden("JWT", token)
+        + '<p class="note">If nothing happens, continue by hand.</p>'
+        + '<p><button type="submit">Continue</button></p></form>'
+    )
+    response = _page("Returning to Canvas", body, script="deeplinking.js")
+    return response

@@ -35,6 +35,7 @@ from .bodies import FORM, JSON, Body, read_body
 from .carriers import _NO_QUERY, Carried, extract_session_id, held_session_ids, query_params
 from .cookies import clear_session_cookie, set_session_cookie
 from .crosssite import refuse_cross_site
+from .deeplinking import deep_linking_response, tool_jwks
 from .fastjson import FastJSONResponse
 from .framing import framed
 from .launch13 import (
@@ -413,4 +414,6 @@ routes = [
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_text, methods=["GET"]),
     *admin.routes,
+    Route("/api/lti/jwks", tool_jwks, methods=["GET"]),
+    Route("/api/lti/deep-linking/response", deep_linking_response, methods=["POST"]),
 ]

@@ -53,7 +53,7 @@ from ..errors import (
     WrongMessageType,
     WrongVersion,
 )
-from . import http_cache
+from . import deeplinking, http_cache
 
 __all__ = [
     "JwksFetcher",
@@ -63,6 +63,7 @@ __all__ = [
     "auth_request_url",
     "binding_hash",
     "check_resource_link",
+    "deep_linking_context",
     "legacy_params",
     "new_secret",
     "platform_origin",
@@ -84,6 +85,9 @@ TARGET_LINK_URI = CLAIM + "target_link_uri"
 LTI11_LEGACY_USER_ID = CLAIM + "lti11_legacy_user_id"
 
 RESOURCE_LINK_REQUEST = "LtiResourceLinkRequest"
+DEEP_LINKING_REQUEST = deeplinking.DEEP_LINKING_REQUEST
+#: The launches we accept (check 18); a deep linking one must also carry valid settings.
+MESSAGE_TYPES = frozenset({RESOURCE_LINK_REQUEST, DEEP_LINKING_REQUEST})
 
 #: Fetches the JWKS at a URL, sending the given (conditional) request headers; raises
 #: ``JwksUnavailable`` if it cannot.
@@ -435,7 +439,8 @@ async def verify_id_token(
         raise NonceMismatch()
     if claims.get(DEPLOYMENT_ID) not in registration.deployment_ids:
         raise UnknownDeployment()
-    if claims.get(MESSAGE_TYPE) != RESOURCE_LINK_REQUEST:
+    message_type = claims.get(MESSAGE_TYPE)
+    if not isinstance(message_type, str) or message_type not in MESSAGE_TYPES:
         raise WrongMessageType()
     if claims.get(VERSION) != "1.3.0":
         raise WrongVersion()
@@ -446,6 +451,8 @@ async def verify_id_token(
         raise AnonymousLaunch()
     if claims.get(MESSAGE_TYPE) == RESOURCE_LINK_REQUEST:
         check_resource_link(claims, target_link_uri)
+    elif claims.get(MESSAGE_TYPE) == DEEP_LINKING_REQUEST:
+        deeplinking.settings_context(claims, issuer=registration.issuer, client_id=registration.client_id)
     return claims
 
 
@@ -463,6 +470,13 @@ def check_resource_link(claims: Mapping[str, Any], target_link_uri: str) -> None
     link_id = link.get("id") if isinstance(link, dict) else None
     if not isinstance(link_id, str) or not link_id or len(link_id) > 255:
         raise MissingResourceLink()
+
+
+def deep_linking_context(claims: Mapping[str, Any], registration: Lti13Registration) -> dict[str, Any] | None:
+    """The Deep Linking context of verified claims, or None for a resource link launch."""
+    if claims.get(MESSAGE_TYPE) != DEEP_LINKING_REQUEST:
+        return None
+    return deeplinking.settings_context(claims, issuer=registration.issuer, client_id=registration.client_id)
 
 
 # -- what the launch says, in LTI 1.1 terms -----------------------------------------------------

@@ -28,6 +28,7 @@ from ..domain.models import (
     Lti13Registration,
     Profile,
     SessionRecord,
+    ToolKey,
     User,
 )
 
@@ -159,6 +160,27 @@ class RecordStore:
     async def remove_lti13_registration(self, issuer: str, client_id: str) -> Lti13Registration:
         """Delete the registration. Raises ``RegistrationNotFound``."""
         raise NotImplementedError("subclasses of RecordStore must provide remove_lti13_registration()")
+
+    # -- the tool's own signing keys (migration sqlite 0006 / postgres 0005) ------------------
+
+    async def add_tool_key(self, key: ToolKey) -> None:
+        """Store a new signing key. Raises ``CreateError`` if its ``kid`` is taken."""
+        raise NotImplementedError("subclasses of RecordStore must provide add_tool_key()")
+
+    async def list_tool_keys(self) -> list[ToolKey]:
+        """Every stored key, newest first (by ``created_at``, then ``kid``)."""
+        raise NotImplementedError("subclasses of RecordStore must provide list_tool_keys()")
+
+    async def rotate_tool_keys(self, new: ToolKey, published_until: float) -> list[ToolKey]:
+        """Store ``new`` and, atomically with it, retire every other key not yet retired (at
+        ``new.created_at``, published until ``published_until``); keys retired before keep
+        their own end. Returns the keys it retired. Raises ``CreateError`` if the kid is taken."""
+        raise NotImplementedError("subclasses of RecordStore must provide rotate_tool_keys()")
+
+    async def delete_tool_keys(self, unpublished_at: float) -> int:
+        """Delete the retired keys whose ``published_until`` is at or before ``unpublished_at``
+        (never a key that may still sign). Returns how many."""
+        raise NotImplementedError("subclasses of RecordStore must provide delete_tool_keys()")
 
 
 @asynccontextmanager

@@ -23,6 +23,7 @@ from ..domain.models import (
     Lti13Registration,
     Profile,
     SessionRecord,
+    ToolKey,
     User,
 )
 from ..errors import (
@@ -445,6 +446,76 @@ class SqlRecords(_SqlStore, RecordStore):
                 f"No LTI 1.3 registration has issuer {issuer!r} and client_id {client_id!r}."
             )
         return found
+
+    # -- the tool's own signing keys --------------------------------------------------------
+
+    async def add_tool_key(self, key: ToolKey) -> None:
+        try:
+            await self.db.execute(_INSERT_TOOL_KEY, _tool_key_params(key))
+        except UniqueViolation as exc:
+            raise CreateError(f"A tool key with kid {key.kid!r} already exists.") from exc
+
+    async def list_tool_keys(self) -> list[ToolKey]:
+        rows = await self.db.fetchall(
+            f"SELECT {TOOL_KEY_COLUMNS} FROM tool_keys ORDER BY created_at DESC, kid DESC"
+        )
+        return [tool_key_from_row(r) for r in rows]
+
+    async def rotate_tool_keys(self, new: ToolKey, published_until: float) -> list[ToolKey]:
+        try:
+            async with self.db.transaction() as tx:
+                rows = await tx.fetchall(
+                    f"SELECT {TOOL_KEY_COLUMNS} FROM tool_keys WHERE retired_at IS NULL"
+                    " ORDER BY created_at DESC, kid DESC"
+                )
+                await tx.execute(_INSERT_TOOL_KEY, _tool_key_params(new))
+                await tx.execute(
+                    "UPDATE tool_keys SET retired_at = ?, published_until = ?"
+                    " WHERE retired_at IS NULL AND kid <> ?",
+                    (new.created_at, published_until, new.kid),
+                )
+        except UniqueViolation as exc:
+            raise CreateError(f"A tool key with kid {new.kid!r} already exists.") from exc
+        retired = [tool_key_from_row(r) for r in rows]
+        return [
+            ToolKey(k.kid, k.private_pem, k.public_jwk, k.created_at, new.created_at, published_until)
+            for k in retired
+        ]
+
+    async def delete_tool_keys(self, unpublished_at: float) -> int:
+        return await self.db.execute(
+            "DELETE FROM tool_keys WHERE retired_at IS NOT NULL AND published_until <= ?",
+            (unpublished_at,),
+        )
+
+
+TOOL_KEY_COLUMNS = "kid, private_pem, public_jwk, created_at, retired_at, published_until"
+_INSERT_TOOL_KEY = (
+    "INSERT INTO tool_keys (kid, private_pem, public_jwk, created_at, retired_at, published_until)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _tool_key_params(key: ToolKey) -> tuple[Any, ...]:
+    return (
+        key.kid,
+        key.private_pem,
+        json.dumps(key.public_jwk),
+        key.created_at,
+        key.retired_at,
+        key.published_until,
+    )
+
+
+def tool_key_from_row(row: Row) -> ToolKey:
+    return ToolKey(
+        kid=str(row[0]),
+        private_pem=str(row[1]),
+        public_jwk=_json(row[2]),
+        created_at=float(row[3]),
+        retired_at=None if row[4] is None else float(row[4]),
+        published_until=None if row[5] is None else float(row[5]),
+    )
 
 
 class SqlSessions(_SqlStore, SessionStore):
