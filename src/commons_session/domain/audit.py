@@ -28,6 +28,8 @@ EVENTS = {
     "launch": "none",
     "terms_accepted": "the accepted terms version",
     "verification_failed": "the refusal's error code (e.g. invalid_token_signature)",
+    "lti13_registered": "the platform's product_family_code (LTI Dynamic Registration)",
+    "lti13_bound": "how: lti1p1 (a launch proved it) or operator",
 }
 
 SESSION_HASH_HEX = 16  # hex digits kept: 64 bits, plenty to tell sessions apart

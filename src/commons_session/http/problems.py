@@ -34,11 +34,14 @@ _STATUS: list[tuple[type[errors.SessionServiceError], int]] = [
     (errors.InstitutionNotFound, 404),
     (errors.UserNotFound, 404),
     (errors.NotFound, 404),
+    (errors.DuplicateRegistration, 409),
     (errors.InstitutionError, 400),
     (errors.StoreUnavailable, 503),
     (errors.JwksUnavailable, 503),
     (errors.SchemaTooNew, 503),
     (errors.StoreError, 500),
+    (errors.DynamicRegistrationError, 502),
+    (errors.TooManyPendingRegistrations, 503),
 ]
 
 _HTTP_CODES = {

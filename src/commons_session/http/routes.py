@@ -48,6 +48,7 @@ from .launch13 import (
 from .openapi import openapi_document
 from .problems import problem, status_for
 from .ratelimit import FAILED_LOOKUP
+from .registration import register_platform
 
 __all__ = ["csrf_token_for", "routes"]
 
@@ -413,4 +414,5 @@ routes = [
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_text, methods=["GET"]),
     *admin.routes,
+    Route("/api/lti/register", register_platform, methods=["GET"]),
 ]
