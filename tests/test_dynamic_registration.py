@@ -475,6 +475,8 @@ class Answer:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+    #: Seconds to wait before answering (a stalled platform).
+    delay: float = 0.0
 
 
 class ScriptedPlatform:
@@ -492,6 +494,7 @@ class ScriptedPlatform:
                 path = urlsplit(self.path).path
                 owner.requests.append((self.command, path, self.headers.get("authorization"), body))
                 answer = owner.answers.get(path, Answer(404, b'{"errors":[{"message":"not found"}]}'))
+                time.sleep(answer.delay)
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
@@ -844,3 +847,60 @@ def test_a_pending_platform_may_log_in_but_its_launch_without_proof_is_refused(
 def test_the_registration_url_is_in_the_openapi_document(server: Server) -> None:
     paths = httpx.get(server.url + "/openapi.json").json()["paths"]
     assert "get" in paths["/api/lti/register"]
+
+
+def test_a_stalled_configuration_or_registration_endpoint_is_cut_off_and_stores_nothing(
+    make_server: Callable[..., Server], scripted: ScriptedPlatform
+) -> None:
+    """Each call to the platform is bounded (here 5 x 0.4 s): a platform that does not answer
+    holds no request of ours for long."""
+    server = make_server(store_timeout=0.4)
+    scripted.serve(scripted.configuration())
+    scripted.answers["/openid-configuration"].delay = 4
+    started = time.monotonic()
+    body = problem(
+        _register(server, scripted.url + "/openid-configuration"), 502, "openid_configuration_unavailable"
+    )
+    assert "within 2 s" in body["detail"] and time.monotonic() - started < 3.5
+    scripted.answers["/openid-configuration"].delay = 0
+    scripted.answers["/register"].delay = 4
+    started = time.monotonic()
+    body = problem(_register(server, scripted.url + "/openid-configuration"), 502, "registration_refused")
+    assert "within 2 s" in body["detail"] and time.monotonic() - started < 3.5
+    assert registrations(server, scripted.issuer) == []
+
+
+def test_a_pending_platform_frames_none_of_our_pages_until_it_is_bound(
+    server: Server, jwks: JwksServer
+) -> None:
+    platform = _pending_platform(server, jwks)
+    origin = platform.issuer
+
+    def framers() -> str:
+        policy: str = httpx.get(server.url + "/").headers["content-security-policy"]
+        return policy.split("frame-ancestors", 1)[1].split(";", 1)[0]
+
+    assert origin not in framers()
+    records(
+        server,
+        lambda s: s.records.bind_lti13_registration(
+            platform.issuer, platform.client_id, platform.consumer_key
+        ),
+    )
+    assert origin in framers()
+
+
+def test_the_registration_token_never_reaches_the_log(server: Server, scripted: ScriptedPlatform) -> None:
+    """The token is a bearer credential, and Canvas repeats it inside the configuration URL."""
+    token = "tok-" + secrets.token_hex(16)
+    scripted.serve(scripted.configuration(issuer="https://canvas.instructure.com"))  # refused: logged as such
+    config_url = f"{scripted.url}/openid-configuration?registration_token={token}"
+    problem(_register(server, config_url, token=token), 502, "issuer_mismatch")
+    deadline = time.monotonic() + 5
+    while '"path": "/api/lti/register"' not in server.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logs = server.logs()
+    assert '"path": "/api/lti/register"' in logs
+    assert token not in logs
+    assert "registration refused on /api/lti/register: issuer_mismatch" in logs
+    assert "store failure on GET /api/lti/register" not in logs  # the platform's fault, no traceback

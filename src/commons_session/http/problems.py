@@ -99,6 +99,9 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     if status in (401, 403):
         # Details for operators; the caller gets only the stable code and message.
         security_log.info("refused %s %s: %s", request.method, redact_path(request.url.path), exc.code)
+    elif isinstance(exc, errors.DynamicRegistrationError | errors.TooManyPendingRegistrations):
+        # The platform's failure (or the operator's backlog), not ours: no stack trace.
+        log.warning("registration refused on %s: %s", redact_path(request.url.path), exc.code)
     elif status >= 500:
         log.error("store failure on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
     if _person_in_a_launch(request):

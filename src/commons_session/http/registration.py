@@ -3,9 +3,10 @@ Developer Keys > + LTI Registration). The rules are in ``lti.registration`` and
 ``SessionService.register_lti13_platform``; this module only carries HTTP.
 
 The platform's URLs come from an anonymous request, so every call out is bounded: no redirects
-followed, ``REGISTRATION_TIMEOUT`` for the whole exchange, ``MAX_DOCUMENT_BYTES`` for a body,
-https only (plain http to a loopback host only when we ourselves are served on one: the local
-stand-in). A person gets an HTML page either way; a program gets JSON or problem+json.
+followed, ``TIMEOUT_FACTOR`` x ``COMMONS_SESSION_STORE_TIMEOUT`` for each call (body included),
+``MAX_DOCUMENT_BYTES`` for a body, https only (plain http to a loopback host only when we
+ourselves are served on one: the local stand-in). A person gets an HTML page either way; a
+program gets JSON or problem+json.
 """
 
 from __future__ import annotations
@@ -31,10 +32,19 @@ from . import pages
 from .framing import origin_of
 from .problems import status_for
 
-__all__ = ["MAX_DOCUMENT_BYTES", "REGISTRATION_TIMEOUT", "make_transport", "register_platform"]
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "REGISTRATION_TIMEOUT",
+    "TIMEOUT_FACTOR",
+    "make_transport",
+    "register_platform",
+]
 
 MAX_DOCUMENT_BYTES = 262_144  # Canvas' configuration, with every variable it supports: ~20 KB
-REGISTRATION_TIMEOUT = 10.0  # seconds, for each of the two calls to the platform
+#: Each of the two calls to the platform may take this many times ``store_timeout`` (10 s by
+#: default): Canvas creates a developer key while we wait.
+TIMEOUT_FACTOR = 5
+REGISTRATION_TIMEOUT = 10.0
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -121,7 +131,8 @@ def _wants_html(request: Request) -> bool:
 async def register_platform(request: Request) -> Response:
     service: SessionService = request.app.state.service
     base = _base(request)
-    transport: Transport = getattr(request.app.state, "registration_transport", None) or make_transport()
+    settings: Settings = request.app.state.settings
+    transport = make_transport(TIMEOUT_FACTOR * settings.store_timeout)
     configuration = request.query_params.get("openid_configuration")
     try:
         registration = await service.register_lti13_platform(
