@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import secrets
 import threading
@@ -392,8 +390,7 @@ def _pending_platform(server: Server, jwks: JwksServer) -> Platform13:
 
 
 def _sign(platform: Platform13, key: str, secret: str, nonce: str, exp: int) -> str:
-    base = "&".join([key, platform.deployment_id, platform.issuer, platform.client_id, str(exp), nonce])
-    return base64.b64encode(hmac.new(secret.encode(), base.encode(), hashlib.sha256).digest()).decode()
+    return platform.lti1p1_sign(nonce, exp, consumer_key=key, secret=secret)
 
 
 def _launch_with_lti1p1(
@@ -904,3 +901,12 @@ def test_the_registration_token_never_reaches_the_log(server: Server, scripted: 
     assert token not in logs
     assert "registration refused on /api/lti/register: issuer_mismatch" in logs
     assert "store failure on GET /api/lti/register" not in logs  # the platform's fault, no traceback
+
+
+def test_origins_compare_as_browsers_compare_them() -> None:
+    from commons_session.lti.registration import origin
+
+    assert origin("https://Canvas.Example.edu:443/api/x?y") == "https://canvas.example.edu"
+    assert origin("http://127.0.0.1:80/") == "http://127.0.0.1"
+    assert origin("http://[::1]:8000/x") == "http://[::1]:8000"
+    assert origin("https://canvas.example.edu:8443") != origin("https://canvas.example.edu")

@@ -167,11 +167,12 @@ class Lti13Login:
     platform_origin: str
 
 
-# A login state stays readable this long after it expired, so a late launch is told
-# ``state_expired`` rather than ``state_mismatch``; its nonce stays claimed as long.
 #: Platforms that registered themselves and wait to be bound; more are refused, so that
 #: anonymous registrations cannot fill the table.
 MAX_PENDING_REGISTRATIONS = 100
+
+# A login state stays readable this long after it expired, so a late launch is told
+# ``state_expired`` rather than ``state_mismatch``; its nonce stays claimed as long.
 LTI13_STATE_GRACE = 3_600
 
 # How long a failed create may spend giving its claim back (seconds): a store that is down

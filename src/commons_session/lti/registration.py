@@ -110,9 +110,17 @@ class ClientRegistration:
 # -- URLs -----------------------------------------------------------------------------------------
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
 def origin(url: str) -> str:
+    """``scheme://host[:port]`` as browsers compare origins: lower-case host, no default port."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.lower()}"
+    host = (parts.hostname or "").lower()
+    host = f"[{host}]" if ":" in host else host
+    port = parts.port
+    keep = port is not None and port != _DEFAULT_PORTS.get(parts.scheme)
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if keep else "")
 
 
 def _url(value: Any, what: str, error: Callable[[str], Exception], *, loopback: bool) -> str:
