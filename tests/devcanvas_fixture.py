@@ -27,9 +27,10 @@ from .conftest import Server, accept_terms, free_port, session_cookie
 USERS = 24  # enough for every test of a module to have its own person
 
 
-def config_text(consumer_key: str, secret: str, tool_url: str) -> str:
+def config_text(consumer_key: str, secret: str, tool_url: str, *, admin: bool = False) -> str:
     """A configuration like the default one, with its own keys and ``USERS`` people: user 1
-    teaches course 1, the others study in it, and the last is enrolled nowhere."""
+    teaches course 1, the others study in it, and the last is enrolled nowhere (and is the
+    account admin if ``admin``)."""
     users = []
     for n in range(1, USERS + 1):
         users.append(
@@ -45,6 +46,7 @@ lti_user_id = "{secrets.token_hex(20)}"
 lti_id = "{secrets.token_hex(16)}"
 token = "token-{n}-{secrets.token_hex(8)}"
 """
+            + ("admin = true\n" if admin and n == USERS else "")
         )
     students = ", ".join(f'"{n}"' for n in range(2, USERS))
     return f"""

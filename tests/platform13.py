@@ -6,7 +6,9 @@ code: the service must fetch the JWKS over HTTP and verify what this signs.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import secrets
 import threading
@@ -201,6 +203,17 @@ class Platform:
             else:
                 claims[name] = value
         return claims
+
+    def lti1p1_sign(
+        self, nonce: str, exp: int, *, consumer_key: str | None = None, secret: str | None = None
+    ) -> str:
+        """Canvas' ``oauth_consumer_key_sign`` for a launch of this platform (LTI 1.3 migration
+        guide): base64 HMAC-SHA256 with the 1.1 secret over key, deployment id, iss, client id,
+        exp and nonce joined with ``&``. Another key or secret makes a forgery."""
+        key = consumer_key if consumer_key is not None else self.consumer_key
+        base = "&".join([key, self.deployment_id, self.issuer, self.client_id, str(exp), nonce])
+        digest = hmac.new((secret or self.secret).encode(), base.encode(), hashlib.sha256).digest()
+        return base64.b64encode(digest).decode()
 
     def id_token(
         self,

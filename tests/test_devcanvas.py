@@ -469,7 +469,7 @@ def test_default_configuration_is_printed_and_valid() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == DEFAULT_CONFIG
     config = parse_config(done.stdout, canvas_url="http://127.0.0.1:8001", source="printed")
-    assert len(config.users) == 2 and len(config.courses) == 1
+    assert len(config.users) == 3 and len(config.courses) == 1
     assert config.launch_url == "http://127.0.0.1:8000/api/lti"
 
 

@@ -91,9 +91,10 @@ async def _institutions(args: argparse.Namespace, settings: Settings, stores: St
             {**describe(i), "lti13": [r.as_dict() for r in registrations if r.institution_id == i.id]}
             for i in await records.list_institutions()
         ]
+        pending = [r.as_dict() for r in registrations if r.pending]
         if args.json:
-            print(json.dumps(found, indent=2))
-        for item in [] if args.json else found:
+            print(json.dumps(pending if args.pending else found, indent=2))
+        for item in [] if args.json or args.pending else found:
             rotating = "  (rotating: two secrets verify)" if item["rotating"] else ""
             print(f"{item['consumer_key']}\t{item['name']}{rotating}")
             for lti13 in item["lti13"]:
@@ -101,6 +102,21 @@ async def _institutions(args: argparse.Namespace, settings: Settings, stores: St
                     f"\tLTI 1.3: issuer {lti13['issuer']} client_id {lti13['client_id']}"
                     f" deployments {', '.join(lti13['deployment_ids'])}"
                 )
+        for lti13 in [] if args.json else pending:
+            print(
+                f"(pending)\tLTI 1.3: issuer {lti13['issuer']} client_id {lti13['client_id']}"
+                f" deployments {', '.join(lti13['deployment_ids']) or '(any)'}"
+                "  -- registered itself; bind it with institutions bind-lti13"
+            )
+    elif args.action == "bind-lti13":
+        deployment = args.deployment_id.strip() if args.deployment_id else None
+        registration = await records.bind_lti13_registration(
+            args.issuer, args.client_id, args.consumer_key, deployment_id=deployment
+        )
+        print(
+            f"{args.consumer_key!r}: bound LTI 1.3 issuer {registration.issuer} client_id "
+            f"{registration.client_id}, deployments {', '.join(registration.deployment_ids) or '(any)'}"
+        )
     elif args.action == "add-lti13":
         require_nonempty(issuer=args.issuer, client_id=args.client_id)
         deployments = tuple(dict.fromkeys(d.strip() for d in args.deployment_id))
@@ -431,6 +447,11 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--name", required=True)
     listing = actions.add_parser("list", help="list registered Canvases (never their secrets)")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument(
+        "--pending",
+        action="store_true",
+        help="only LTI 1.3 platforms that registered themselves, not yet bound",
+    )
     remove = actions.add_parser("remove", help="remove a Canvas, its users and their sessions")
     remove.add_argument("--consumer-key", required=True)
     rotate = actions.add_parser("rotate-secret", help="start using a new secret; the old one still verifies")
@@ -457,6 +478,14 @@ def _parser() -> argparse.ArgumentParser:
     unlink = actions.add_parser("remove-lti13", help="remove an LTI 1.3 registration")
     unlink.add_argument("--issuer", required=True)
     unlink.add_argument("--client-id", required=True)
+    bind = actions.add_parser(
+        "bind-lti13",
+        help="bind an LTI 1.3 platform that registered itself (Dynamic Registration) to a Canvas",
+    )
+    bind.add_argument("--issuer", required=True)
+    bind.add_argument("--client-id", required=True)
+    bind.add_argument("--consumer-key", required=True, help="the institution's LTI 1.1 consumer key")
+    bind.add_argument("--deployment-id", help="record this deployment too (else any deployment is accepted)")
     flags = actions.add_parser("settings", help="show or change the account settings flags")
     flags.add_argument("--consumer-key", required=True)
     for name in AccountSettings.__dataclass_fields__:

@@ -35,6 +35,9 @@ The tree (the HTTP layer maps each class to a status in ``http/problems.py``):
     - SchemaTooNew                 the database was migrated by a newer release
     - StoreUnavailable             503: the store cannot be reached or is locked; retry
   - JwksUnavailable                503: the platform's JWKS could not be fetched; retry
+  - DynamicRegistrationError       502: the platform's side of a Dynamic Registration failed
+  - TooManyPendingRegistrations    503: Dynamic Registration is closed until some are bound
+  (RegistrationPending is a Forbidden, InvalidRegistrationRequest a BadRequest)
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ __all__ = [
     "DeepLinkingUsed",
     "DuplicateInstitution",
     "DuplicateRegistration",
+    "DynamicRegistrationError",
     "Forbidden",
     "IdTokenExpired",
     "IdTokenFromFuture",
@@ -65,8 +69,12 @@ __all__ = [
     "InvalidLaunch",
     "InvalidLaunchSignature",
     "InvalidOAuthRequest",
+    "InvalidOpenIdConfiguration",
+    "InvalidRegistrationRequest",
+    "InvalidRegistrationResponse",
     "InvalidSession",
     "InvalidSignature",
+    "IssuerMismatch",
     "JwksUnavailable",
     "LaunchError",
     "Lti13Error",
@@ -83,11 +91,14 @@ __all__ = [
     "NotDeepLinking",
     "NotFound",
     "NotYourSession",
+    "OpenIdConfigurationUnavailable",
     "OperatorConsoleDisabled",
     "OperatorTokenRequired",
     "PresentationNotAccepted",
     "RateLimited",
     "RegistrationNotFound",
+    "RegistrationPending",
+    "RegistrationRefused",
     "RepeatedLaunchParameter",
     "ReplayedNonce",
     "SchemaTooNew",
@@ -107,6 +118,7 @@ __all__ = [
     "TokenExpired",
     "TokenReplayed",
     "TokenTooLarge",
+    "TooManyPendingRegistrations",
     "UnknownClientId",
     "UnknownConsumer",
     "UnknownDeployment",
@@ -607,3 +619,73 @@ class NotDeepLinking(Forbidden):
 class DeepLinkingUsed(Forbidden):
     code = "deep_linking_used"
     default_message = "This Deep Linking launch has already been answered; launch the picker again."
+
+
+# -- LTI Dynamic Registration (docs/lti13.md, "Dynamic Registration") --------------------------
+
+
+class RegistrationPending(Forbidden):
+    code = "registration_pending"
+    default_message = (
+        "This Canvas registered Commons by itself (LTI Dynamic Registration) and is not yet linked "
+        "to a school's LTI 1.1 key. Ask the Commons operator to bind it "
+        "(commons-session institutions bind-lti13), or enable the LTI 1.1 key in Canvas so the "
+        "launch can prove it."
+    )
+
+    def __init__(self, message: str | None = None, platform_origin: str | None = None) -> None:
+        super().__init__(message)
+        #: The pending platform's origin: the refusal page is shown in its frame.
+        self.platform_origin = platform_origin
+
+
+class InvalidRegistrationRequest(BadRequest):
+    code = "invalid_registration_request"
+    default_message = (
+        "A registration must be started by the platform with openid_configuration and "
+        "registration_token in the address."
+    )
+
+
+class TooManyPendingRegistrations(SessionServiceError):
+    code = "too_many_pending_registrations"
+    default_message = (
+        "Too many platforms registered themselves and wait to be bound; the operator must bind or "
+        "remove some (commons-session institutions list) before another can register."
+    )
+
+
+class DynamicRegistrationError(SessionServiceError):
+    """The platform's side of a registration failed (502: the platform is at fault, not the
+    browser that carried the request). Nothing is stored."""
+
+    code = "dynamic_registration_failed"
+    default_message = "The platform's registration could not be completed."
+
+
+class OpenIdConfigurationUnavailable(DynamicRegistrationError):
+    code = "openid_configuration_unavailable"
+    default_message = "The platform's OpenID configuration could not be fetched."
+
+
+class InvalidOpenIdConfiguration(DynamicRegistrationError):
+    code = "invalid_openid_configuration"
+    default_message = "The platform's OpenID configuration is not one an LTI platform publishes."
+
+
+class IssuerMismatch(DynamicRegistrationError):
+    code = "issuer_mismatch"
+    default_message = (
+        "The platform's OpenID configuration names an issuer on another origin than the address "
+        "it was fetched from."
+    )
+
+
+class RegistrationRefused(DynamicRegistrationError):
+    code = "registration_refused"
+    default_message = "The platform refused the registration."
+
+
+class InvalidRegistrationResponse(DynamicRegistrationError):
+    code = "invalid_registration_response"
+    default_message = "The platform's answer to the registration is not a client registration."

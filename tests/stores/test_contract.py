@@ -691,6 +691,128 @@ def test_remove_registration_and_removing_the_institution_removes_its_registrati
     run(body)
 
 
+# -- RecordStore: LTI Dynamic Registration (pending registrations) -------------------------
+
+
+async def _pending(stores: Stores, issuer: str, client_id: str, *deployments: str) -> Lti13Registration:
+    return await stores.records.add_pending_lti13_registration(
+        issuer=issuer,
+        client_id=client_id,
+        deployment_ids=deployments,
+        jwks_url=f"{issuer}/jwks",
+        auth_url=f"{issuer}/auth",
+        token_url=f"{issuer}/token",
+        now=NOW,
+    )
+
+
+def test_a_pending_registration_has_no_institution_and_is_listed_and_counted(stores: Stores) -> None:
+    async def body() -> None:
+        added = await _pending(stores, "https://a.example.edu", "100", "1:a")
+        assert added.pending and added.institution_id is None and added.consumer_key is None
+        assert (added.token_url, added.registered_at, added.deployment_ids) == (
+            "https://a.example.edu/token",
+            NOW,
+            ("1:a",),
+        )
+        assert await stores.records.get_lti13_registration("https://a.example.edu", "100") == added
+        assert await stores.records.list_lti13_registrations() == [added]
+        assert await stores.records.count_pending_lti13_registrations() == 1
+        none = await _pending(stores, "https://a.example.edu", "200")
+        assert none.deployment_ids == ()
+        assert await stores.records.count_pending_lti13_registrations() == 2
+
+    run(body)
+
+
+def test_binding_attaches_a_pending_registration_once_and_only_to_one_institution(stores: Stores) -> None:
+    async def body() -> None:
+        owner, other = await _institution(stores), await _institution(stores)
+        await _pending(stores, "https://a.example.edu", "100", "1:a")
+        bound = await stores.records.bind_lti13_registration(
+            "https://a.example.edu", "100", owner.consumer_key
+        )
+        assert (bound.institution_id, bound.consumer_key, bound.pending) == (
+            owner.id,
+            owner.consumer_key,
+            False,
+        )
+        assert bound.token_url == "https://a.example.edu/token" and bound.deployment_ids == ("1:a",)
+        assert await stores.records.count_pending_lti13_registrations() == 0
+        again = await stores.records.bind_lti13_registration(
+            "https://a.example.edu", "100", owner.consumer_key, deployment_id="2:b"
+        )
+        assert again.institution_id == owner.id and again.deployment_ids == ("1:a", "2:b")
+        with pytest.raises(DuplicateRegistration):
+            await stores.records.bind_lti13_registration("https://a.example.edu", "100", other.consumer_key)
+        kept = await stores.records.get_lti13_registration("https://a.example.edu", "100")
+        assert kept is not None and kept.institution_id == owner.id
+
+    run(body)
+
+
+def test_binding_an_unknown_registration_or_to_an_unknown_key_changes_nothing(stores: Stores) -> None:
+    async def body() -> None:
+        owner = await _institution(stores)
+        with pytest.raises(RegistrationNotFound):
+            await stores.records.bind_lti13_registration("https://a.example.edu", "100", owner.consumer_key)
+        await _pending(stores, "https://a.example.edu", "100")
+        with pytest.raises(InstitutionNotFound):
+            await stores.records.bind_lti13_registration("https://a.example.edu", "100", "no-such-key")
+        found = await stores.records.get_lti13_registration("https://a.example.edu", "100")
+        assert found is not None and found.pending
+
+    run(body)
+
+
+def test_a_platform_registering_again_updates_its_pending_row_but_never_a_bound_one(stores: Stores) -> None:
+    async def body() -> None:
+        owner = await _institution(stores)
+        first = await _pending(stores, "https://a.example.edu", "100", "1:a")
+        again = await stores.records.add_pending_lti13_registration(
+            issuer="https://a.example.edu",
+            client_id="100",
+            deployment_ids=("2:b",),
+            jwks_url="https://b.example.edu/jwks",
+            auth_url="https://b.example.edu/auth",
+            token_url=None,
+            now=NOW + 5,
+        )
+        assert again.id == first.id and again.pending
+        assert (again.deployment_ids, again.jwks_url, again.token_url, again.registered_at) == (
+            ("1:a", "2:b"),
+            "https://b.example.edu/jwks",
+            None,
+            NOW + 5,
+        )
+        await _register(stores, owner, "https://c.example.edu", "300", "9:z")
+        with pytest.raises(DuplicateRegistration):
+            await _pending(stores, "https://c.example.edu", "300", "evil")
+        kept = await stores.records.get_lti13_registration("https://c.example.edu", "300")
+        assert kept is not None and kept.institution_id == owner.id and kept.deployment_ids == ("9:z",)
+        assert kept.jwks_url == "https://c.example.edu/jwks" and kept.registered_at is None
+        # add_lti13_registration (the operator's) must not take a pending row over either.
+        with pytest.raises(DuplicateRegistration):
+            await _register(stores, owner, "https://a.example.edu", "100")
+
+    run(body)
+
+
+def test_removing_the_bound_institution_removes_the_registration_but_not_pending_ones(stores: Stores) -> None:
+    async def body() -> None:
+        owner = await _institution(stores)
+        await _pending(stores, "https://a.example.edu", "1")
+        await _pending(stores, "https://a.example.edu", "2")
+        await stores.records.bind_lti13_registration("https://a.example.edu", "1", owner.consumer_key)
+        await stores.records.remove_institution(owner.consumer_key)
+        left = [(r.client_id, r.pending) for r in await stores.records.list_lti13_registrations()]
+        assert left == [("2", True)]
+        removed = await stores.records.remove_lti13_registration("https://a.example.edu", "2")
+        assert removed.pending and await stores.records.list_lti13_registrations() == []
+
+    run(body)
+
+
 # -- SessionStore ---------------------------------------------------------------------------
 
 

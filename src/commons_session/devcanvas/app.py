@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import deeplinking, pages
+from . import registration as dynreg
 from .config import Course, DevCanvasConfig, User, parse_config
 from .lti13 import PlatformKey
 from .messages import lti11_params, lti13_claims, new_verifier
@@ -44,6 +45,7 @@ __all__ = ["STATE_ENV", "Platform", "create_app"]
 STATE_ENV = "COMMONS_SESSION_DEVCANVAS_STATE"
 LTI11_TOOL_ID = "1"  #: the id of the LTI 1.1 tool, for ``jwt_token?tool_id=``
 HINT_LIFETIME = 300  # seconds a course page's LTI 1.3 login initiation stays usable
+CLAIM_LTI1P1 = "https://purl.imsglobal.org/spec/lti/claim/lti1p1"
 REQUIRED_AUTH_PARAMS = (
     "client_id",
     "login_hint",
@@ -79,6 +81,9 @@ class Platform:
     def spend_deep_link(self, verifier: str) -> bool:
         expires = self.deep_links.pop(verifier, None)
         return expires is not None and expires > self.clock()
+
+    #: Tools registered by LTI Dynamic Registration (``devcanvas.registration``).
+    dynamic: dynreg.DynamicRegistrations = field(default_factory=dynreg.DynamicRegistrations)
 
     @property
     def consumer(self) -> LtiConsumer:
@@ -231,28 +236,37 @@ async def course_page(request: Request) -> Response:
         platform.deep_links[link] = now + HINT_LIFETIME
         data = deeplinking.new_data(platform.hint_secret, course, link, now, HINT_LIFETIME)
         claims = deeplinking.request_claims(config, user, course, now=int(now), data=data)
+    client_id, deployment_id = config.client_id, config.deployment_id
+    target_link_uri, login_url = config.target_link_uri, config.login_url
+    tool = platform.dynamic.tools.get(request.query_params.get("client_id", ""))
+    if request.query_params.get("client_id") and tool is None:
+        return pages.message_page("Page not found", "No developer key has that client_id.", 404)
+    if tool is not None:  # a tool registered by Dynamic Registration
+        claims = dynreg.tool_claims(claims, tool)
+        client_id, deployment_id = tool.client_id, tool.deployment_id
+        target_link_uri, login_url = tool.target_link_uri, tool.login_url
     platform.pending[verifier] = _Pending(claims, now + HINT_LIFETIME)
     fields = [
         ("iss", config.issuer),
         ("login_hint", user.lti_user_id),
-        ("target_link_uri", config.target_link_uri),
+        ("target_link_uri", target_link_uri),
         ("lti_message_hint", _message_hint(platform, user, course, verifier, now)),
-        ("client_id", config.client_id),
-        ("lti_deployment_id", config.deployment_id),
+        ("client_id", client_id),
+        ("lti_deployment_id", deployment_id),
         ("canvas_region", "not_configured"),
         ("canvas_environment", "prod"),
         ("lti_storage_target", pages.STORAGE_FRAME),
     ]
-    return pages.course_page(config, course, user, lti=lti, action=config.login_url, fields=fields)
+    return pages.course_page(config, course, user, lti=lti, action=login_url, fields=fields)
 
 
 # -- LTI 1.3 authorization ----------------------------------------------------------------------
 
 
-def _redirect_allowed(config: DevCanvasConfig, redirect_uri: str) -> bool:
+def _redirect_allowed(registered_uris: tuple[str, ...], redirect_uri: str) -> bool:
     """Canvas compares the URI without its query to the developer key's redirect URIs."""
     base = redirect_uri.split("?", 1)[0]
-    return any(base == registered.split("?", 1)[0] for registered in config.redirect_uris)
+    return any(base == registered.split("?", 1)[0] for registered in registered_uris)
 
 
 def _auth_error(params: dict[str, str], platform: Platform, user: User | None) -> tuple[str, str] | None:
@@ -288,10 +302,11 @@ async def authorize(request: Request) -> Response:
         hint = jwt.decode(params.get("lti_message_hint", ""), platform.hint_secret, algorithms=["HS256"])
     except jwt.PyJWTError:
         return _errors(400, "Invalid lti_message_hint")
-    if params.get("client_id") != config.client_id:
+    tool = platform.dynamic.tools.get(params.get("client_id", ""))
+    if params.get("client_id") != config.client_id and tool is None:
         return _errors(400, "Invalid client_id")
     redirect_uri = params.get("redirect_uri", "")
-    if not _redirect_allowed(config, redirect_uri):
+    if not _redirect_allowed(tool.redirect_uris if tool else config.redirect_uris, redirect_uri):
         return _errors(400, "Invalid redirect_uri")
     state = [("state", params["state"])] if params.get("state") else []
     error = _auth_error(params, platform, config.user(str(hint.get("user_id"))))
@@ -300,12 +315,24 @@ async def authorize(request: Request) -> Response:
         pending = platform.pending.pop(str(hint.get("verifier")), None)
         if pending is None or pending.expires_at <= platform.clock():
             error = "launch_no_longer_valid", "The launch has either expired or already been consumed"
+        elif pending.claims["aud"] != params["client_id"]:
+            error = "invalid_request_object", "The client_id is not the launched tool's"
     if error is not None or pending is None:
         code, description = error or ("server_error", "")
         return pages.autopost(
             redirect_uri, [("error", code), ("error_description", description), *state], title="Commons"
         )
-    id_token = platform.key.sign({**pending.claims, "nonce": params["nonce"]})
+    claims = {**pending.claims, "nonce": params["nonce"]}
+    # The LTI 1.1 migration claim, signed with the associated 1.1 tool's secret over the tool's
+    # nonce, as Canvas does when an LTI 1.1 tool of the same domain is installed.
+    claims[CLAIM_LTI1P1] = {
+        **claims[CLAIM_LTI1P1],
+        "oauth_consumer_key": config.consumer_key,
+        "oauth_consumer_key_sign": dynreg.oauth_consumer_key_sign(
+            config.consumer_key, config.shared_secret, claims, params["nonce"]
+        ),
+    }
+    id_token = platform.key.sign(claims)
     fields = [("id_token", id_token), *state]
     if hint.get("include_storage_target"):
         fields.append(("lti_storage_target", pages.STORAGE_FRAME))
@@ -369,6 +396,7 @@ routes = [
     Route("/api/lti/security/jwks", jwks, methods=["GET"]),
     Route("/" + pages.STORAGE_FRAME, storage_frame, methods=["GET"]),
     Route("/courses/{course_id}/deep_linking_response", deep_linking_response, methods=["POST"]),
+    *(Route(path, handler, methods=methods) for path, handler, methods in dynreg.routes),
 ]
 
 

@@ -63,6 +63,18 @@ lti_user_id = "86157096483e6b3f812c0d2ae1ff57d1bbcdd2a5"
 lti_id = "3f0b9c2d-7e41-4b8a-a6d5-91c3e2f4b867"
 token = "dev-canvas-token-grace"
 
+[[users]]                           # the account admin: Admin > Developer Keys (LTI Registration)
+id = "3"
+name = "Alan Turing"
+given_name = "Alan"
+family_name = "Turing"
+email = "alan@example.edu"
+login_id = "alan"
+lti_user_id = "0f3c2b9a7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a"
+lti_id = "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f"
+token = "dev-canvas-token-alan"
+admin = true
+
 [[courses]]
 id = "1"
 name = "Biology 101"

@@ -194,6 +194,8 @@ def index(config: DevCanvasConfig) -> HTMLResponse:
   <h2>Register it with the tool</h2>
   <pre>{commands}</pre>
   <h2>Courses</h2><ul>{courses}</ul>
+  <h2>Admin</h2><p><a href="/accounts/{escape(config.account_id)}/developer_keys">Developer Keys</a>:
+  <em>+ LTI Registration</em> registers the tool by LTI Dynamic Registration.</p>
   <h2>API access tokens</h2><ul>{tokens}</ul>
   <p>Tool: <code>{escape(config.tool_url)}</code>. LTI 1.1 launch URL:
   <code>{escape(config.launch_url)}</code>.</p>

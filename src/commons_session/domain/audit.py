@@ -29,6 +29,8 @@ EVENTS = {
     "terms_accepted": "the accepted terms version",
     "verification_failed": "the refusal's error code (e.g. invalid_token_signature)",
     "deep_linking_response": "how many content items the signed response carries",
+    "lti13_registered": "the platform's product_family_code (LTI Dynamic Registration)",
+    "lti13_bound": "how: lti1p1 (a launch proved it) or operator",
 }
 
 SESSION_HASH_HEX = 16  # hex digits kept: 64 bits, plenty to tell sessions apart

@@ -65,12 +65,14 @@ class Institution:
 class Lti13Registration:
     """An LTI 1.3 platform registration attached to an institution, so that its 1.1 key and
     secret (which still sign Canvas' JWTs) and its 1.3 platform name the same people.
-    Looked up by ``(issuer, client_id)``, which is unique."""
+    Looked up by ``(issuer, client_id)``, which is unique. A platform that registered itself
+    (LTI Dynamic Registration) is *pending* (no institution) until it is bound."""
 
     id: int
-    institution_id: int
+    #: None while pending.
+    institution_id: int | None
     #: The institution's consumer key (joined in, for the launch to find the institution).
-    consumer_key: str
+    consumer_key: str | None
     issuer: str
     client_id: str
     deployment_ids: tuple[str, ...]
@@ -78,15 +80,30 @@ class Lti13Registration:
     jwks_url: str
     auth_url: str
     created_at: float = 0.0
+    #: The platform's OAuth 2 token endpoint, if known (Dynamic Registration tells it).
+    token_url: str | None = None
+    #: When the platform registered itself (Dynamic Registration); None if added by hand.
+    registered_at: float | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.institution_id is None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "issuer": self.issuer,
             "client_id": self.client_id,
             "deployment_ids": list(self.deployment_ids),
             "jwks_url": self.jwks_url,
             "auth_url": self.auth_url,
         }
+        if self.token_url is not None:
+            found["token_url"] = self.token_url
+        if self.registered_at is not None:
+            found["registered_at"] = self.registered_at
+        if self.pending:
+            found["pending"] = True
+        return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,12 +28,14 @@ from ..errors import (
     AuthenticationError,
     BadRequest,
     DeepLinkingUsed,
+    DuplicateRegistration,
     Forbidden,
     InvalidExchangeCode,
     InvalidSession,
     NeverLaunched,
     NonceReplayed,
     NotDeepLinking,
+    RegistrationPending,
     ReplayedNonce,
     SessionNotFound,
     SessionServiceError,
@@ -44,6 +46,7 @@ from ..errors import (
     TermsNotAccepted,
     TermsVersionMismatch,
     TokenReplayed,
+    TooManyPendingRegistrations,
     UnknownClientId,
     UnknownIssuer,
     UnknownKey,
@@ -52,6 +55,7 @@ from ..errors import (
     WrongTargetLinkUri,
 )
 from ..lti import deeplinking, keys, v11, v13
+from ..lti import registration as dynreg
 from ..stores.base import Stores
 from . import exchange, tokens
 from .audit import AuditEvent, EventSink, session_hash
@@ -179,6 +183,10 @@ class DeepLinkingAnswer:
     jwt: str
     kid: str
 
+
+#: Platforms that registered themselves and wait to be bound; more are refused, so that
+#: anonymous registrations cannot fill the table.
+MAX_PENDING_REGISTRATIONS = 100
 
 # A login state stays readable this long after it expired, so a late launch is told
 # ``state_expired`` rather than ``state_mismatch``; its nonce stays claimed as long.
@@ -873,10 +881,12 @@ class SessionService:
             raise StateCookieMissing(relaunch_query=login.relaunch_query())
         if not login.binds(binding):
             raise StateMismatch()
-        institution = await self.stores.records.get_institution(registration.consumer_key)
-        if institution is None:
-            raise UnknownRegistration()
-        who.institution_id = institution.id
+        institution: Institution | None = None
+        if registration.consumer_key is not None:
+            institution = await self.stores.records.get_institution(registration.consumer_key)
+            if institution is None:
+                raise UnknownRegistration()
+            who.institution_id = institution.id
         now = self.clock()
         claims = await v13.verify_id_token(
             id_token,
@@ -888,6 +898,8 @@ class SessionService:
             max_bytes=self.policy.jwt_max_bytes,
             target_link_uri=login.target_link_uri,
         )
+        if institution is None:
+            institution = await self._bind_by_lti1p1(registration, claims, who)
         # The nonce is the state's own (one each), so claiming it makes the state single-use too.
         nonce = ("lti13_nonce", v13.state_key(login.nonce))
         keep_until = login.issued_at + self.policy.lti_state_ttl + LTI13_STATE_GRACE
@@ -941,6 +953,60 @@ class SessionService:
             id_hash=record.id_hash,
         )
         return DeepLinkingAnswer(str(context["returnUrl"]), signed.token, signed.kid)
+
+    async def _bind_by_lti1p1(
+        self, registration: Lti13Registration, claims: dict[str, Any], who: _Who
+    ) -> Institution:
+        """A pending registration's first proof of its school: the verified id_token's
+        ``lti1p1`` claim signed with that consumer key's shared secret. Else the launch is
+        refused with ``registration_pending``."""
+        key = dynreg.lti1p1_consumer_key(claims)
+        institution = await self.stores.records.get_institution(key) if key is not None else None
+        if institution is None or not dynreg.lti1p1_verifies(
+            claims, client_id=registration.client_id, secrets=institution.secrets
+        ):
+            raise RegistrationPending(platform_origin=v13.platform_origin(registration))
+        try:
+            await self.stores.records.bind_lti13_registration(
+                registration.issuer, registration.client_id, institution.consumer_key
+            )
+        except DuplicateRegistration as exc:  # another school's key bound it meanwhile
+            raise RegistrationPending(
+                "This platform is bound to another school's LTI 1.1 key.",
+                platform_origin=v13.platform_origin(registration),
+            ) from exc
+        who.institution_id = institution.id
+        await self._emit("lti13_bound", "lti1p1", institution_id=institution.id)
+        return institution
+
+    # -- LTI Dynamic Registration ---------------------------------------------------------
+
+    async def register_lti13_platform(
+        self,
+        *,
+        openid_configuration: str | None,
+        registration_token: str | None,
+        base_url: str,
+        transport: dynreg.Transport,
+        loopback: bool,
+    ) -> Lti13Registration:
+        """Dynamic Registration: check the request, register with the platform, and store it
+        pending (bound to no school) only once everything it said checked out."""
+        url, token = dynreg.check_request(openid_configuration, registration_token, loopback=loopback)
+        if await self.stores.records.count_pending_lti13_registrations() >= MAX_PENDING_REGISTRATIONS:
+            raise TooManyPendingRegistrations()
+        platform, client = await dynreg.register(url, token, base_url, transport, loopback=loopback)
+        stored = await self.stores.records.add_pending_lti13_registration(
+            issuer=platform.issuer,
+            client_id=client.client_id,
+            deployment_ids=(client.deployment_id,) if client.deployment_id else (),
+            jwks_url=platform.jwks_uri,
+            auth_url=platform.authorization_endpoint,
+            token_url=platform.token_endpoint,
+            now=self.clock(),
+        )
+        await self._emit("lti13_registered", platform.product_family_code)
+        return stored
 
     # -- terms ----------------------------------------------------------------------------
 

@@ -64,6 +64,8 @@ async def framed(request: Request, response: Response, record: SessionRecord | N
         if record is None and request.query_params.get("code"):
             record = await service.exchange_code_session(request.query_params["code"])
         for registration in await service.stores.records.list_lti13_registrations():
+            if registration.pending:  # anyone can register a platform: it frames us once bound
+                continue
             origins += [o for o in (origin_of(registration.issuer), origin_of(registration.auth_url)) if o]
     except StoreError:  # a page that needs no store still answers; it is just framed by fewer
         pass

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ..config import Settings
 from ..domain.service import LaunchResult, SessionService
-from ..errors import BadRequest, StateCookieMissing
+from ..errors import BadRequest, RegistrationPending, StateCookieMissing
 from ..lti.v13 import platform_origin
 from . import pages
 from .bodies import FORM, JSON, read_body
@@ -44,7 +44,7 @@ __all__ = [
 
 LAUNCH_PATH = "/api/lti/launch"
 LOGIN_PATH = "/api/lti/login"
-_STATIC = frozenset({"session.js", "lti13.js", "deeplinking.js"})
+_STATIC = frozenset({"session.js", "lti13.js", "deeplinking.js", "register.js"})
 
 
 def _service(request: Request) -> SessionService:
@@ -163,6 +163,11 @@ async def lti13_launch(request: Request) -> Response:
         )
     except StateCookieMissing as exc:
         return await _state_cookie_missing(request, exc)
+    except RegistrationPending as exc:
+        if "text/html" not in request.headers.get("accept", ""):
+            raise
+        framed_page = await framed(request, pages.registration_pending(exc.message))
+        return pages.allow_framing(framed_page, [exc.platform_origin] if exc.platform_origin else [])
     return redirect_after_launch(result, settings)
 
 

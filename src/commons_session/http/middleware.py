@@ -30,7 +30,9 @@ access_log = logging.getLogger("commons_session.access")
 CLIENT_ADDRESS = "commons_session.client"
 
 # Query parameters that can carry a secret: session ids and tokens.
-SECRET_QUERY_PARAMS = frozenset({"session-id", "state", "sessionId", "jwt_token", "code"})
+SECRET_QUERY_PARAMS = frozenset(
+    {"session-id", "state", "sessionId", "jwt_token", "code", "registration_token", "openid_configuration"}
+)
 REDACTED = "[redacted]"
 
 

@@ -501,6 +501,11 @@ def _document() -> dict[str, Any]:
                             "content": {**_PROBLEM, "text/html": {"schema": {"type": "string"}}},
                         },
                         **_launch_errors(400, 403, 413, 415, 503),
+                        "403": {
+                            **_launch_errors(403)["403"],
+                            "description": _ERRORS[403] + " `registration_pending`: the platform "
+                            "registered itself and is not yet bound to a school.",
+                        },
                     },
                 }
             },
@@ -683,6 +688,71 @@ def _document() -> dict[str, Any]:
                 }
             },
             **_admin_paths(),
+            "/api/lti/register": {
+                "get": {
+                    "operationId": "lti13DynamicRegistration",
+                    "summary": "LTI Dynamic Registration initiation URL (Canvas: + LTI Registration)",
+                    "description": (
+                        "Opened by the platform with `openid_configuration` and `registration_token`. "
+                        "Fetches the platform's OpenID configuration (its issuer must be on that URL's "
+                        "origin), posts our client registration to its registration_endpoint with the "
+                        "token as bearer, and stores the platform pending until it is bound to a school "
+                        "(CLI `institutions bind-lti13`, or a launch with a valid lti1p1 claim). A client "
+                        "that accepts text/html gets a page (which posts `org.imsglobal.lti.close` to "
+                        "the platform's window), else JSON or a problem. Nothing is stored on failure."
+                    ),
+                    "parameters": [
+                        {
+                            "name": "openid_configuration",
+                            "in": "query",
+                            "required": True,
+                            "schema": _STRING["schema"],
+                        },
+                        {
+                            "name": "registration_token",
+                            "in": "query",
+                            "required": True,
+                            "schema": _STRING["schema"],
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Registered, pending until bound",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Lti13PendingRegistration"}
+                                },
+                                "text/html": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **{
+                            str(status): {
+                                "description": text,
+                                "content": {**_PROBLEM, **_html("")["content"]},
+                            }
+                            for status, text in (
+                                (400, "Missing or malformed parameters (`invalid_registration_request`)."),
+                                (
+                                    409,
+                                    "The platform's issuer and client id are bound to another school "
+                                    "(`duplicate_lti13_registration`).",
+                                ),
+                                (
+                                    502,
+                                    "The platform failed: `openid_configuration_unavailable`, "
+                                    "`invalid_openid_configuration`, `issuer_mismatch`, "
+                                    "`registration_refused`, `invalid_registration_response`.",
+                                ),
+                                (
+                                    503,
+                                    "The store is unavailable, or too many platforms wait to be bound "
+                                    "(`too_many_pending_registrations`).",
+                                ),
+                            )
+                        },
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {
@@ -902,6 +972,20 @@ def _document() -> dict[str, Any]:
                 "SessionIdBody": {
                     "type": "object",
                     "properties": {"sessionId": {"type": "string"}},
+                },
+                "Lti13PendingRegistration": {
+                    "type": "object",
+                    "required": ["issuer", "client_id", "deployment_ids", "jwks_url", "auth_url", "pending"],
+                    "properties": {
+                        "issuer": {"type": "string"},
+                        "client_id": {"type": "string"},
+                        "deployment_ids": {"type": "array", "items": {"type": "string"}},
+                        "jwks_url": {"type": "string"},
+                        "auth_url": {"type": "string"},
+                        "token_url": {"type": "string"},
+                        "registered_at": {"type": "number"},
+                        "pending": {"type": "boolean"},
+                    },
                 },
             },
         },

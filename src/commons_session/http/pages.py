@@ -362,3 +362,48 @@ def deep_linking_post(return_url: str, token: str) -> HTMLResponse:
     )
     response = _page("Returning to Canvas", body, script="deeplinking.js")
     return response
+
+
+# -- LTI Dynamic Registration ---------------------------------------------------------------------
+
+
+def registration_complete(*, issuer: str, client_id: str, deployment_ids: tuple[str, ...]) -> HTMLResponse:
+    """Dynamic Registration done: ``register.js`` posts ``org.imsglobal.lti.close`` to the
+    platform's window (opener or parent), which closes this page. The platform stays pending
+    until it is bound to a school's LTI 1.1 key."""
+    deployments = ", ".join(deployment_ids) or "made by Canvas when the key is installed"
+    body = (
+        '<div id="registration" data-subject="org.imsglobal.lti.close">'
+        "<h1>Commons is registered</h1>"
+        '<p class="ok" role="status">The platform accepted the registration.</p>'
+        f"<dl><dt>Issuer</dt><dd><code>{escape(issuer)}</code></dd>"
+        f"<dt>Client id</dt><dd><code>{escape(client_id)}</code></dd>"
+        f"<dt>Deployment</dt><dd>{escape(deployments)}</dd></dl>"
+        "<p>Launches start working once this platform is linked to your school's LTI 1.1 key: "
+        "the first launch does that by itself if Canvas sends the LTI 1.1 migration claim, or the "
+        "Commons operator runs <code>commons-session institutions bind-lti13</code>.</p>"
+        '<p class="note">You can close this window.</p></div>'
+    )
+    return _page("Registered", body, script="register.js")
+
+
+def registration_failed(code: str, detail: str, status: int) -> HTMLResponse:
+    """Dynamic Registration refused or failed; nothing was stored."""
+    body = (
+        "<h1>Commons could not be registered</h1>"
+        f'<p class="error" role="alert">{escape(detail)}</p>'
+        "<p>Nothing was saved. Start the registration again from Canvas (Admin &gt; Developer Keys "
+        "&gt; + LTI Registration); if it fails again, send the code below to the Commons operator.</p>"
+        f'<p class="note">Error code: <code>{escape(code)}</code></p>'
+    )
+    return _page("Registration failed", body, status=status)
+
+
+def registration_pending(detail: str) -> HTMLResponse:
+    """403 ``registration_pending`` for a browser: the platform is registered, not yet bound."""
+    body = (
+        "<h1>Commons is not yet set up for this Canvas</h1>"
+        f"<p>{escape(detail)}</p>"
+        '<p class="note">Error code: <code>registration_pending</code></p>'
+    )
+    return _page("Not yet set up", body, status=403)

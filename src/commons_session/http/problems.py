@@ -34,11 +34,14 @@ _STATUS: list[tuple[type[errors.SessionServiceError], int]] = [
     (errors.InstitutionNotFound, 404),
     (errors.UserNotFound, 404),
     (errors.NotFound, 404),
+    (errors.DuplicateRegistration, 409),
     (errors.InstitutionError, 400),
     (errors.StoreUnavailable, 503),
     (errors.JwksUnavailable, 503),
     (errors.SchemaTooNew, 503),
     (errors.StoreError, 500),
+    (errors.DynamicRegistrationError, 502),
+    (errors.TooManyPendingRegistrations, 503),
 ]
 
 _HTTP_CODES = {
@@ -96,6 +99,9 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     if status in (401, 403):
         # Details for operators; the caller gets only the stable code and message.
         security_log.info("refused %s %s: %s", request.method, redact_path(request.url.path), exc.code)
+    elif isinstance(exc, errors.DynamicRegistrationError | errors.TooManyPendingRegistrations):
+        # The platform's failure (or the operator's backlog), not ours: no stack trace.
+        log.warning("registration refused on %s: %s", redact_path(request.url.path), exc.code)
     elif status >= 500:
         log.error("store failure on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
     if _person_in_a_launch(request):

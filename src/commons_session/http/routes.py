@@ -49,6 +49,7 @@ from .launch13 import (
 from .openapi import openapi_document
 from .problems import problem, status_for
 from .ratelimit import FAILED_LOOKUP
+from .registration import register_platform
 
 __all__ = ["csrf_token_for", "routes"]
 
@@ -416,4 +417,5 @@ routes = [
     *admin.routes,
     Route("/api/lti/jwks", tool_jwks, methods=["GET"]),
     Route("/api/lti/deep-linking/response", deep_linking_response, methods=["POST"]),
+    Route("/api/lti/register", register_platform, methods=["GET"]),
 ]

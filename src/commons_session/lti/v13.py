@@ -437,7 +437,12 @@ async def verify_id_token(
     sent = claims.get("nonce")
     if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), nonce.encode()):
         raise NonceMismatch()
-    if claims.get(DEPLOYMENT_ID) not in registration.deployment_ids:
+    deployment = claims.get(DEPLOYMENT_ID)
+    # A platform that registered itself without naming a deployment (Canvas makes them when the
+    # admin installs the key) may launch from any deployment it signs.
+    if not isinstance(deployment, str) or not deployment:
+        raise UnknownDeployment()
+    if registration.deployment_ids and deployment not in registration.deployment_ids:
         raise UnknownDeployment()
     message_type = claims.get(MESSAGE_TYPE)
     if not isinstance(message_type, str) or message_type not in MESSAGE_TYPES:

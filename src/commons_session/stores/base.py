@@ -182,6 +182,41 @@ class RecordStore:
         (never a key that may still sign). Returns how many."""
         raise NotImplementedError("subclasses of RecordStore must provide delete_tool_keys()")
 
+    # -- LTI Dynamic Registration (migration 0007 on SQLite, 0006 on PostgreSQL) ---------------
+    # ``get_``/``list_lti13_registrations`` return pending registrations too (no institution).
+
+    async def add_pending_lti13_registration(
+        self,
+        *,
+        issuer: str,
+        client_id: str,
+        deployment_ids: tuple[str, ...],
+        jwks_url: str,
+        auth_url: str,
+        token_url: str | None,
+        now: float,
+    ) -> Lti13Registration:
+        """Store a platform that registered itself, bound to no institution. If that pending
+        registration exists, its URLs are replaced and the deployment ids added. Raises
+        ``DuplicateRegistration`` if ``(issuer, client_id)`` is bound to an institution: a
+        platform that registers again must not take a school's registration over."""
+        raise NotImplementedError("subclasses of RecordStore must provide add_pending_lti13_registration()")
+
+    async def bind_lti13_registration(
+        self, issuer: str, client_id: str, consumer_key: str, *, deployment_id: str | None = None
+    ) -> Lti13Registration:
+        """Attach a pending registration to the institution with this key (and record
+        ``deployment_id`` if given and new). Binding it again to the same institution is a no-op
+        but for the deployment. Raises ``RegistrationNotFound``, ``InstitutionNotFound``, and
+        ``DuplicateRegistration`` if another institution has it."""
+        raise NotImplementedError("subclasses of RecordStore must provide bind_lti13_registration()")
+
+    async def count_pending_lti13_registrations(self) -> int:
+        """How many registrations are pending (Dynamic Registration is capped by this)."""
+        raise NotImplementedError(
+            "subclasses of RecordStore must provide count_pending_lti13_registrations()"
+        )
+
 
 @asynccontextmanager
 async def _one_by_one() -> AsyncIterator[None]:

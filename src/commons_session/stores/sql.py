@@ -82,9 +82,10 @@ AUDIT_COLUMNS = "at, event, reason, user_id, institution_id, session_hash, reque
 
 LTI13_COLUMNS = (
     "r.id, r.institution_id, i.consumer_key, r.issuer, r.client_id, r.deployment_ids, r.jwks_url,"
-    " r.auth_url, r.created_at"
+    " r.auth_url, r.created_at, r.token_url, r.registered_at"
 )
-LTI13_FROM = "lti13_registrations r JOIN institutions i ON i.id = r.institution_id"
+# LEFT: a pending registration (Dynamic Registration, not yet bound) has no institution.
+LTI13_FROM = "lti13_registrations r LEFT JOIN institutions i ON i.id = r.institution_id"
 
 
 def _json_list(value: Any) -> list[Any]:
@@ -95,7 +96,7 @@ def _json_list(value: Any) -> list[Any]:
 def lti13_from_row(row: Row) -> Lti13Registration:
     return Lti13Registration(
         id=int(row[0]),
-        institution_id=int(row[1]),
+        institution_id=None if row[1] is None else int(row[1]),
         consumer_key=row[2],
         issuer=row[3],
         client_id=row[4],
@@ -103,6 +104,8 @@ def lti13_from_row(row: Row) -> Lti13Registration:
         jwks_url=row[6],
         auth_url=row[7],
         created_at=float(row[8]),
+        token_url=row[9],
+        registered_at=None if row[10] is None else float(row[10]),
     )
 
 
@@ -403,7 +406,7 @@ class SqlRecords(_SqlStore, RecordStore):
                             now,
                         ),
                     )
-                elif int(existing[0]) != int(owner[0]):
+                elif existing[0] is None or int(existing[0]) != int(owner[0]):
                     raise DuplicateRegistration(
                         f"Issuer {issuer!r} with client_id {client_id!r} is registered to another"
                         " institution."
@@ -487,6 +490,100 @@ class SqlRecords(_SqlStore, RecordStore):
             "DELETE FROM tool_keys WHERE retired_at IS NOT NULL AND published_until <= ?",
             (unpublished_at,),
         )
+
+    async def add_pending_lti13_registration(
+        self,
+        *,
+        issuer: str,
+        client_id: str,
+        deployment_ids: tuple[str, ...],
+        jwks_url: str,
+        auth_url: str,
+        token_url: str | None,
+        now: float,
+    ) -> Lti13Registration:
+        duplicate = DuplicateRegistration(
+            f"Issuer {issuer!r} with client_id {client_id!r} is already registered to an institution."
+        )
+        try:
+            async with self.db.transaction() as tx:
+                existing = await tx.fetchone(
+                    "SELECT institution_id, deployment_ids FROM lti13_registrations"
+                    " WHERE issuer = ? AND client_id = ?",
+                    (issuer, client_id),
+                )
+                if existing is None:
+                    await tx.execute(
+                        "INSERT INTO lti13_registrations (institution_id, issuer, client_id,"
+                        " deployment_ids, jwks_url, auth_url, created_at, token_url, registered_at)"
+                        " VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            issuer,
+                            client_id,
+                            json.dumps(list(dict.fromkeys(deployment_ids))),
+                            jwks_url,
+                            auth_url,
+                            now,
+                            token_url,
+                            now,
+                        ),
+                    )
+                elif existing[0] is not None:
+                    raise duplicate
+                else:
+                    merged = list(dict.fromkeys([*map(str, _json_list(existing[1])), *deployment_ids]))
+                    await tx.execute(
+                        "UPDATE lti13_registrations SET deployment_ids = ?, jwks_url = ?, auth_url = ?,"
+                        " token_url = ?, registered_at = ? WHERE issuer = ? AND client_id = ?"
+                        " AND institution_id IS NULL",
+                        (json.dumps(merged), jwks_url, auth_url, token_url, now, issuer, client_id),
+                    )
+        except UniqueViolation as exc:  # a concurrent registration won the race
+            raise duplicate from exc
+        found = await self.get_lti13_registration(issuer, client_id)
+        assert found is not None
+        return found
+
+    async def bind_lti13_registration(
+        self, issuer: str, client_id: str, consumer_key: str, *, deployment_id: str | None = None
+    ) -> Lti13Registration:
+        async with self.db.transaction() as tx:
+            owner = await tx.fetchone("SELECT id FROM institutions WHERE consumer_key = ?", (consumer_key,))
+            if owner is None:
+                raise InstitutionNotFound(f"No institution has consumer key {consumer_key!r}.")
+            existing = await tx.fetchone(
+                "SELECT institution_id, deployment_ids FROM lti13_registrations"
+                " WHERE issuer = ? AND client_id = ?",
+                (issuer, client_id),
+            )
+            if existing is None:
+                raise RegistrationNotFound(
+                    f"No LTI 1.3 registration has issuer {issuer!r} and client_id {client_id!r}."
+                )
+            if existing[0] is not None and int(existing[0]) != int(owner[0]):
+                raise DuplicateRegistration(
+                    f"Issuer {issuer!r} with client_id {client_id!r} is bound to another institution."
+                )
+            deployments = list(map(str, _json_list(existing[1])))
+            if deployment_id is not None and deployment_id not in deployments:
+                deployments.append(deployment_id)
+            # The guard on institution_id makes a concurrent bind to another institution lose.
+            changed = await tx.execute(
+                "UPDATE lti13_registrations SET institution_id = ?, deployment_ids = ?"
+                " WHERE issuer = ? AND client_id = ? AND (institution_id IS NULL OR institution_id = ?)",
+                (owner[0], json.dumps(deployments), issuer, client_id, owner[0]),
+            )
+            if not changed:
+                raise DuplicateRegistration(
+                    f"Issuer {issuer!r} with client_id {client_id!r} is bound to another institution."
+                )
+        found = await self.get_lti13_registration(issuer, client_id)
+        assert found is not None
+        return found
+
+    async def count_pending_lti13_registrations(self) -> int:
+        row = await self.db.fetchone("SELECT count(*) FROM lti13_registrations WHERE institution_id IS NULL")
+        return int(row[0]) if row else 0
 
 
 TOOL_KEY_COLUMNS = "kid, private_pem, public_jwk, created_at, retired_at, published_until"
