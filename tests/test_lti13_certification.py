@@ -41,11 +41,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from commons_session.domain.models import Identity, User
 
 from .conftest import Server, session_cookie
-from .platform13 import CLAIM, JwksServer, Platform, jwks_server, login, post_launch, register
+from .platform13 import CLAIM, DL_SETTINGS, JwksServer, Platform, jwks_server, login, post_launch, register
 
 RESOURCE_LINK = "LtiResourceLinkRequest"
-#: Every message type the cases run for (deep linking joins when it is supported).
-MESSAGE_TYPES = [RESOURCE_LINK]
+DEEP_LINKING = "LtiDeepLinkingRequest"
+#: Every message type the cases run for.
+MESSAGE_TYPES = [RESOURCE_LINK, DEEP_LINKING]
 
 LIS = "http://purl.imsglobal.org/vocab/lis/v2/"
 INSTRUCTOR = LIS + "membership#Instructor"
@@ -115,6 +116,8 @@ def base_claims(platform: Platform, nonce: str, message_type: str, *, role: str 
             "title": "Introduction Assignment",
             "description": "This is the introduction assignment",
         }
+    elif message_type == DEEP_LINKING:
+        claims[DL_SETTINGS] = platform.deep_linking_settings("https://platform.example.edu/deep_links")
     else:
         raise AssertionError(f"add the claims of a {message_type} here")
     return claims
@@ -320,6 +323,19 @@ BAD: list[Bad] = [
     Bad("resource_link a string", OURS, "missing_resource_link",
         _claims(lambda c: _with(c, _resource_link="3622bed7314b4f9c8f0e533e158ff797")),
         only=(RESOURCE_LINK,)),
+    Bad("deep_linking_settings missing", OURS, "invalid_deep_linking_settings",
+        _claims(lambda c: _without(c, DL_SETTINGS)), only=(DEEP_LINKING,)),
+    Bad("deep_linking_settings a string", OURS, "invalid_deep_linking_settings",
+        _claims(lambda c: {**c, DL_SETTINGS: "https://platform.example.edu/dl"}), only=(DEEP_LINKING,)),
+    Bad("deep_link_return_url missing", OURS, "invalid_deep_linking_settings",
+        _claims(lambda c: {**c, DL_SETTINGS: _without(c[DL_SETTINGS], "deep_link_return_url")}),
+        only=(DEEP_LINKING,)),
+    Bad("deep_link_return_url plain http", OURS, "invalid_deep_linking_settings",
+        _claims(lambda c: {**c, DL_SETTINGS: {**c[DL_SETTINGS], "deep_link_return_url": "http://platform.example.edu/dl"}}),
+        only=(DEEP_LINKING,)),
+    Bad("accept_types not a list", OURS, "invalid_deep_linking_settings",
+        _claims(lambda c: {**c, DL_SETTINGS: {**c[DL_SETTINGS], "accept_types": "ltiResourceLink"}}),
+        only=(DEEP_LINKING,)),
 ]  # fmt: skip
 
 
