@@ -238,3 +238,50 @@ def test_the_console_in_chromium(operated: Server, tmp_path: Path) -> None:
         shutil.copyfile(
             tmp_path / "operator-console.png", ROOT / "docs" / "screenshots" / "operator-console.png"
         )
+
+
+def _pending(server: Server) -> tuple[str, str]:
+    """A platform that registered itself (Dynamic Registration), waiting to be bound."""
+    from .test_dynamic_registration import records
+
+    issuer, client_id = f"https://canvas-{secrets.token_hex(3)}.example.edu", secrets.token_hex(6)
+    records(
+        server,
+        lambda s: s.records.add_pending_lti13_registration(
+            issuer=issuer, client_id=client_id, deployment_ids=("1:abc",),
+            jwks_url=issuer + "/jwks", auth_url=issuer + "/auth", token_url=None, now=time.time(),
+        ),
+    )  # fmt: skip
+    return issuer, client_id
+
+
+def test_pending_platforms_are_listed_and_bound_through_the_api_and_the_console(operated: Server) -> None:
+    api = httpx.Client(base_url=operated.url + "/api/admin", headers=BEARER, timeout=10)
+    issuer, client_id = _pending(operated)
+    school, other = operated.add_institution(), operated.add_institution()
+    assert {"issuer": issuer, "client_id": client_id} in [
+        {"issuer": p["issuer"], "client_id": p["client_id"]} for p in api.get("/lti13/pending").json()
+    ]
+    bind = {"issuer": issuer, "client_id": client_id, "consumer_key": school.consumer_key}
+    _problem(api.post("/lti13/bind", json={**bind, "consumer_key": "nope"}), 404, "institution_not_found")
+    bound = api.post("/lti13/bind", json=bind)
+    assert bound.status_code == 200, bound.text
+    assert all(p["client_id"] != client_id for p in api.get("/lti13/pending").json())
+    taken = api.post("/lti13/bind", json={**bind, "consumer_key": other.consumer_key})
+    _problem(taken, 409, "duplicate_lti13_registration")
+    events = api.get("/audit", params={"limit": "3"}).json()
+    assert any(e["event"] == "lti13_bound" and e["reason"] == "operator" for e in events), events
+    api.close()
+
+    issuer, client_id = _pending(operated)
+    with httpx.Client(base_url=operated.url, timeout=10) as browser:
+        browser.post("/admin/login", data={"token": TOKEN})
+        page = browser.get("/admin")
+        assert client_id in page.text
+        form = {
+            "action": "bind_platform", "csrf_token": _csrf(page.text), "issuer": issuer,
+            "client_id": client_id, "consumer_key": school.consumer_key,
+        }  # fmt: skip
+        done = browser.post("/admin/action", data=form)
+        assert done.status_code == 303, done.text
+        assert client_id not in browser.get("/admin").text.split("waiting to be bound", 1)[1].split("<h2>")[0]

@@ -109,9 +109,8 @@ async def _institutions(args: argparse.Namespace, settings: Settings, stores: St
                 "  -- registered itself; bind it with institutions bind-lti13"
             )
     elif args.action == "bind-lti13":
-        deployment = args.deployment_id.strip() if args.deployment_id else None
-        registration = await records.bind_lti13_registration(
-            args.issuer, args.client_id, args.consumer_key, deployment_id=deployment
+        registration = await Operations(build_service(settings, stores)).bind_platform(
+            args.issuer, args.client_id, args.consumer_key, args.deployment_id
         )
         print(
             f"{args.consumer_key!r}: bound LTI 1.3 issuer {registration.issuer} client_id "

@@ -13,7 +13,7 @@ from ..errors import InstitutionNotFound, InvalidInstitution, UserNotFound
 from ..stores.base import RecordStore
 from .audit import AuditEvent
 from .ids import handle_for
-from .models import Institution, SessionRecord, User
+from .models import Institution, Lti13Registration, SessionRecord, User
 from .service import SessionService, iso8601
 
 __all__ = ["Operations", "check_consumer_key", "check_platform_url", "require_nonempty"]
@@ -114,6 +114,19 @@ class Operations:
             institution_id=institution.id, reason="institution_removed"
         )
         return institution, ended
+
+    async def pending_platforms(self) -> list[dict[str, Any]]:
+        """LTI 1.3 platforms that registered themselves (Dynamic Registration), not yet bound."""
+        return [r.as_dict() for r in await self.records.list_lti13_registrations() if r.pending]
+
+    async def bind_platform(
+        self, issuer: str, client_id: str, key: str, deployment_id: str | None = None
+    ) -> Lti13Registration:
+        require_nonempty(self.flags, issuer=issuer, client_id=client_id, consumer_key=key)
+        deployment = deployment_id.strip() if deployment_id and deployment_id.strip() else None
+        return await self.service.bind_lti13_registration(
+            issuer.strip(), client_id.strip(), key, deployment_id=deployment
+        )
 
     async def set_user_disabled(self, user_id: str, disabled: bool) -> tuple[User, int]:
         return await self.service.set_user_disabled(user_id, disabled)

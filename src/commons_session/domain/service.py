@@ -979,6 +979,16 @@ class SessionService:
         await self._emit("lti13_bound", "lti1p1", institution_id=institution.id)
         return institution
 
+    async def bind_lti13_registration(
+        self, issuer: str, client_id: str, consumer_key: str, *, deployment_id: str | None = None
+    ) -> Lti13Registration:
+        """An operator binds a platform that registered itself to the institution with this key."""
+        registration = await self.stores.records.bind_lti13_registration(
+            issuer, client_id, consumer_key, deployment_id=deployment_id
+        )
+        await self._emit("lti13_bound", "operator", institution_id=registration.institution_id)
+        return registration
+
     # -- LTI Dynamic Registration ---------------------------------------------------------
 
     async def register_lti13_platform(

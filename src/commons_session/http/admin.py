@@ -159,6 +159,23 @@ async def api_revoke_sessions(request: Request) -> Response:
     return JSONResponse({"ended_sessions": ended})
 
 
+async def api_pending_platforms(request: Request) -> Response:
+    _require_bearer(request)
+    return JSONResponse(await _operations(request).pending_platforms())
+
+
+async def api_bind_platform(request: Request) -> Response:
+    _require_bearer(request)
+    fields = await _json(request)
+    registration = await _operations(request).bind_platform(
+        _text(fields, "issuer"),
+        _text(fields, "client_id"),
+        _text(fields, "consumer_key"),
+        _optional(fields, "deployment_id"),
+    )
+    return JSONResponse(registration.as_dict())
+
+
 async def api_audit(request: Request) -> Response:
     _require_bearer(request)
     raw = request.query_params.get("limit", "50")
@@ -195,6 +212,7 @@ async def _dashboard(
     return console.dashboard(
         institutions=await ops.list_institutions(),
         audit=await ops.recent_audit(30),
+        pending=await ops.pending_platforms(),
         csrf=_mac(token, f"csrf {cookie}"),
         status=status,
         notice=notes.get("notice") or request.query_params.get("notice"),
@@ -260,6 +278,10 @@ async def console_action(request: Request) -> Response:
         elif action == "remove_institution":
             gone, ended = await ops.remove_institution(key)
             notice = f"Removed {gone.consumer_key}; ended {ended} session(s)."
+        elif action == "bind_platform":
+            issuer, client_id = value.get("issuer", ""), value.get("client_id", "")
+            await ops.bind_platform(issuer, client_id, key, value.get("deployment_id"))
+            notice = f"Bound {issuer} ({client_id}) to {key}."
         elif action in ("disable_user", "enable_user"):
             found, ended = await ops.set_user_disabled(user, action == "disable_user")
             state = "disabled" if found.disabled else "enabled"
@@ -303,6 +325,8 @@ routes = [
     Route("/api/admin/sessions", api_sessions, methods=["GET"]),
     Route("/api/admin/sessions/revoke", api_revoke_sessions, methods=["POST"]),
     Route("/api/admin/audit", api_audit, methods=["GET"]),
+    Route("/api/admin/lti13/pending", api_pending_platforms, methods=["GET"]),
+    Route("/api/admin/lti13/bind", api_bind_platform, methods=["POST"]),
     Route("/admin", _page_errors(console_home), methods=["GET"]),
     Route("/admin/login", _page_errors(console_login), methods=["POST"]),
     Route("/admin/logout", _page_errors(console_logout), methods=["POST"]),

@@ -65,6 +65,18 @@ def _institution_row(item: dict[str, Any], csrf: str) -> str:
     return f"<tr>{''.join(cells)}{_cell(platforms)}<td>{rotation}{remove}</td></tr>"
 
 
+def _pending_row(item: dict[str, Any], csrf: str) -> str:
+    fields = [
+        hidden("issuer", item["issuer"]),
+        hidden("client_id", item["client_id"]),
+        _input("consumer_key", "to institution (consumer key)"),
+    ]
+    bind = _form("bind_platform", csrf, fields, "Bind")
+    deployments = ", ".join(item["deployment_ids"]) or "(any)"
+    cells = [_cell(item["issuer"]), _cell(item["client_id"]), _cell(deployments)]
+    return f"<tr>{''.join(cells)}<td>{bind}</td></tr>"
+
+
 def _audit_row(event: dict[str, Any]) -> str:
     names = ("at", "event", "reason", "user_id", "institution", "session")
     return "<tr>" + "".join(_cell(event[name]) for name in names) + "</tr>"
@@ -81,6 +93,7 @@ def dashboard(
     institutions: list[dict[str, Any]],
     audit: list[dict[str, Any]],
     csrf: str,
+    pending: list[dict[str, Any]] | None = None,
     status: int = 200,
     notice: str | None = None,
     error: str | None = None,
@@ -101,6 +114,10 @@ def dashboard(
         "<h2>Institutions</h2>",
         _table(["Consumer key", "Name", "Secret", "LTI 1.3", ""], rows),
         _form("add_institution", csrf, new, "Add institution"),
+        "<h2>LTI 1.3 platforms waiting to be bound</h2>",
+        '<p class="note">They registered themselves (Dynamic Registration); launches from them are '
+        "refused until bound to the institution whose LTI 1.1 key signs its Canvas JWTs.</p>",
+        _table(["Issuer", "Client id", "Deployments", ""], [_pending_row(p, csrf) for p in pending or []]),
         "<h2>Users</h2>",
         _form("disable_user", csrf, [user], "Disable (ends their sessions)", danger=True),
         _form("enable_user", csrf, [user], "Enable"),

@@ -145,7 +145,7 @@ def _admin_operation(
         "operationId": op_id,
         "summary": summary,
         "security": _OPERATOR,
-        "responses": {**answer, **_errors(400, 401, 403, 404, 503)},
+        "responses": {**answer, **_errors(400, 401, 403, 404, 409, 503)},
     }
     if body is not None:
         schema = {"type": "object", "properties": body}
@@ -232,6 +232,22 @@ def _admin_paths() -> dict[str, Any]:
                 "End every session of a user or an institution",
                 ok,
                 body={**user, **_KEY_BODY},
+            )
+        },
+        "/api/admin/lti13/pending": {
+            "get": _admin_operation("adminPendingPlatforms", "LTI 1.3 platforms waiting to be bound", listed)
+        },
+        "/api/admin/lti13/bind": {
+            "post": _admin_operation(
+                "adminBindPlatform",
+                "Bind a self-registered platform to an institution",
+                ok,
+                body={
+                    "issuer": {"type": "string"},
+                    "client_id": {"type": "string"},
+                    **_KEY_BODY,
+                    "deployment_id": {"type": "string"},
+                },
             )
         },
         "/api/admin/audit": {
