@@ -343,6 +343,14 @@ def _ended(response: httpx.Response) -> int:
     return ended
 
 
+def _token(response: httpx.Response) -> str:
+    data = _json(response)
+    token = data.get("token") if isinstance(data, dict) else None
+    if not isinstance(token, str) or not token:
+        raise _unexpected(response, "token")
+    return token
+
+
 def _jwt(response: httpx.Response) -> str:
     data = _json(response)
     token = data.get("jwt_token") if isinstance(data, dict) else None
@@ -381,6 +389,10 @@ class _Calls:
     def logout_others(self, session_id: str) -> _Call[int]:
         url = f"{self.base_url}/api/sessions/logout-others"
         return _Call("POST", url, _ended, session_id=session_id, json={})
+
+    def downstream_token(self, session_id: str, audience: str) -> _Call[str]:
+        url = f"{self.base_url}/api/sessions/token"
+        return _Call("POST", url, _token, session_id=session_id, json={"audience": audience})
 
     def canvas_jwt(
         self,
@@ -447,6 +459,10 @@ class Client:
     def logout_others(self, session_id: str) -> int:
         """End the user's other sessions; returns how many ended."""
         return self._send(self._calls.logout_others(session_id))
+
+    def downstream_token(self, session_id: str, audience: str) -> str:
+        """A signed token of the session for the service ``audience`` (docs/client.md)."""
+        return self._send(self._calls.downstream_token(session_id, audience))
 
     def canvas_jwt(
         self,
@@ -529,6 +545,10 @@ class AsyncClient:
 
     async def logout_others(self, session_id: str) -> int:
         return await self._send(self._calls.logout_others(session_id))
+
+    async def downstream_token(self, session_id: str, audience: str) -> str:
+        """A signed token of the session for the service ``audience`` (docs/client.md)."""
+        return await self._send(self._calls.downstream_token(session_id, audience))
 
     async def canvas_jwt(
         self,

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     #: Turns on the operator API (``/api/admin``, ``Authorization: Bearer <this>``) and console
     #: (``/admin``). Unset: both answer 403 ``operator_console_disabled``.
     operator_token: SecretStr | None = None
+    #: Services behind us that may be handed a short-lived signed token for a session
+    #: (``POST /api/sessions/token``): each is that token's ``aud``, comma-separated.
+    downstream_audiences: Annotated[list[str], NoDecode] = []
+    #: How long such a token is valid (at most 5 minutes; never past the session's end).
+    downstream_token_ttl: int = Field(default=300, ge=1, le=300)  # seconds
     #: If set, ``/metrics`` answers only requests with ``Authorization: Bearer <this>``.
     metrics_token: SecretStr | None = None
     #: Origins that may frame our pages besides the registered LTI 1.3 platforms and the
@@ -201,6 +206,13 @@ class Settings(BaseSettings):
             directory = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(directory):
                 raise ValueError(f"the directory {directory} does not exist: create it, or name another file")
+        return value
+
+    @field_validator("downstream_audiences", mode="before")
+    @classmethod
+    def _split_audiences(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
         return value
 
     @field_validator("allowed_hosts", mode="before")

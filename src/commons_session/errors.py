@@ -119,6 +119,7 @@ __all__ = [
     "TokenReplayed",
     "TokenTooLarge",
     "TooManyPendingRegistrations",
+    "UnknownAudience",
     "UnknownClientId",
     "UnknownConsumer",
     "UnknownDeployment",
@@ -175,6 +176,11 @@ class InvalidLaunch(BadRequest):
 class RepeatedLaunchParameter(BadRequest):
     code = "repeated_launch_parameter"
     default_message = "The launch gives a parameter more than once (in the body, the query or both)."
+
+
+class UnknownAudience(BadRequest):
+    code = "unknown_audience"
+    default_message = "That is not a configured downstream service."
 
 
 class AuthenticationError(SessionServiceError):

@@ -47,6 +47,7 @@ from ..errors import (
     TermsVersionMismatch,
     TokenReplayed,
     TooManyPendingRegistrations,
+    UnknownAudience,
     UnknownClientId,
     UnknownIssuer,
     UnknownKey,
@@ -978,6 +979,45 @@ class SessionService:
         who.institution_id = institution.id
         await self._emit("lti13_bound", "lti1p1", institution_id=institution.id)
         return institution
+
+    async def downstream_token(
+        self,
+        session_id: str,
+        record: SessionRecord,
+        *,
+        audience: str,
+        audiences: Sequence[str],
+        issuer: str,
+        lifetime: int,
+    ) -> tuple[str, int]:
+        """A short-lived RS256 JWT (our key, in our JWKS) that an app behind us verifies instead
+        of calling back on every request: the session's documented keys as claims, ``aud`` one
+        of the configured downstream services, and ``sid`` the session's handle (never its id,
+        which is a bearer credential). A revoked session gets no new one. Returns the token and
+        its lifetime."""
+        if audience not in audiences:
+            known = (
+                ", ".join(audiences)
+                if audiences
+                else "none is configured (COMMONS_SESSION_DOWNSTREAM_AUDIENCES)"
+            )
+            raise UnknownAudience(f"No downstream service is called {audience!r}; known: {known}.")
+        now = int(self.clock())
+        lifetime = max(1, min(lifetime, int(self.expires_at(record)) - now))
+        claims = {
+            k: v for k, v in self.contents(session_id, record).items() if k not in ("sid", DEEP_LINKING_KEY)
+        }
+        claims.update(
+            iss=issuer,
+            aud=audience,
+            sub=record.user_id,
+            sid=handle_for(record.id_hash),
+            iat=now,
+            exp=now + lifetime,
+            jti=secrets.token_urlsafe(16),
+        )
+        signed = await self.tool_keys.sign(claims, now)
+        return signed.token, lifetime
 
     async def bind_lti13_registration(
         self, issuer: str, client_id: str, consumer_key: str, *, deployment_id: str | None = None

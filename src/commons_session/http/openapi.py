@@ -560,6 +560,51 @@ def _document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/sessions/token": {
+                "post": {
+                    "operationId": "downstreamToken",
+                    "summary": "A short-lived signed token of the session, for a service behind us",
+                    "description": (
+                        "RS256, signed by the tool's key (its `kid` in `/api/lti/jwks`); `aud` one of "
+                        "`COMMONS_SESSION_DOWNSTREAM_AUDIENCES`, `exp` at most 5 minutes and never past "
+                        "the session's end, `sub` the user id, `sid` the session's handle (never its "
+                        "id), and the session's documented keys as claims. A revoked session gets 401."
+                    ),
+                    "security": _SESSION_AUTH,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["audience"],
+                                    "properties": {"audience": {"type": "string"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The token",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["token", "tokenType", "expiresIn", "audience"],
+                                        "properties": {
+                                            "token": {"type": "string"},
+                                            "tokenType": {"type": "string", "enum": ["Bearer"]},
+                                            "expiresIn": {"type": "integer", "minimum": 1, "maximum": 300},
+                                            "audience": {"type": "string"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 403, 413, 415, 503),
+                    },
+                }
+            },
             "/api/lti/jwks": {
                 "get": {
                     "operationId": "toolJwks",

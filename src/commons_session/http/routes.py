@@ -209,6 +209,27 @@ async def logout_others(request: Request) -> Response:
     return JSONResponse({"ended": ended})
 
 
+async def downstream_token(request: Request) -> Response:
+    """A short-lived token for a service behind us (docs/sessions.md#tokens-for-downstream-services)."""
+    settings = _settings(request)
+    refuse_cross_site(request, settings.public_url)  # it hands out a credential
+    body = await read_body(request, settings.max_body_bytes, accept=(JSON,))
+    carried, record = await _authenticated(request, body)
+    audience = (body.fields or {}).get("audience")
+    if not isinstance(audience, str) or not audience:
+        raise BadRequest("Send the downstream service as the string property 'audience'.")
+    base = settings.public_url or str(request.base_url).rstrip("/")
+    token, lifetime = await _service(request).downstream_token(
+        carried.session_id,
+        record,
+        audience=audience,
+        audiences=settings.downstream_audiences,
+        issuer=base,
+        lifetime=settings.downstream_token_ttl,
+    )
+    return JSONResponse({"token": token, "tokenType": "Bearer", "expiresIn": lifetime, "audience": audience})
+
+
 # -- Terms of service -----------------------------------------------------------------------
 
 
@@ -399,6 +420,7 @@ routes = [
     Route("/api/sessions/logout-others", logout_others, methods=["POST"]),
     Route("/api/sessions/handles/{handle}", end_session_by_handle, methods=["DELETE"]),
     Route("/api/sessions/exchange", exchange_session, methods=["POST"]),
+    Route("/api/sessions/token", downstream_token, methods=["POST"]),
     Route("/api/sessions/{session_id}", _Bare(read_session), methods=["GET"]),
     Route("/api/terms", terms_status, methods=["GET"]),
     Route("/api/terms/accept", accept_terms, methods=["POST"]),
