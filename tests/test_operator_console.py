@@ -150,6 +150,10 @@ def test_the_api_does_what_the_cli_does_with_the_same_refusals(operated: Server)
     api.close()
 
 
+def _alive(server: Server, sid: str) -> bool:
+    return httpx.get(f"{server.url}/api/sessions/{sid}", headers={"x-session-id": sid}).status_code == 200
+
+
 def _console_cookie(response: httpx.Response) -> str:
     header = next(h for h in response.headers.get_list("set-cookie") if h.startswith("operator="))
     assert "HttpOnly" in header and "SameSite=strict" in header and "Path=/admin" in header
@@ -285,3 +289,30 @@ def test_pending_platforms_are_listed_and_bound_through_the_api_and_the_console(
         done = browser.post("/admin/action", data=form)
         assert done.status_code == 303, done.text
         assert client_id not in browser.get("/admin").text.split("waiting to be bound", 1)[1].split("<h2>")[0]
+
+
+def test_a_disabled_institution_gets_no_launch_and_no_session_until_enabled(operated: Server) -> None:
+    from .conftest import launch
+
+    api = httpx.Client(base_url=operated.url + "/api/admin", headers=BEARER, timeout=10)
+    canvas, user = operated.add_institution(), CanvasUser()
+    onboard(operated, canvas, user)
+    live = create_session(operated, canvas, user)
+    key = {"consumer_key": canvas.consumer_key}
+    answer = api.post("/institutions/disable", json=key).json()
+    assert answer["disabled"] is True and answer["ended_sessions"] == 2  # the launch's and the JWT's
+    assert not _alive(operated, live)
+    token = canvas.jwt_token(user, resource_link_id=secrets.token_hex(8))
+    refused = httpx.post(operated.url + "/api/sessions", json={"jwt_token": token})
+    _problem(refused, 403, "institution_disabled")
+    _problem(launch(operated, canvas, user), 403, "institution_disabled")
+    listed = next(i for i in api.get("/institutions").json() if i["consumer_key"] == canvas.consumer_key)
+    assert listed["disabled"] is True
+    # The CLI sees and undoes the same state; the refused token was not used up.
+    cli = operated.cli("institutions", "enable", "--consumer-key", canvas.consumer_key)
+    assert cli.returncode == 0 and "enabled" in cli.stdout, cli.stderr
+    assert httpx.post(operated.url + "/api/sessions", json={"jwt_token": token}).status_code == 201
+    assert launch(operated, canvas, user).status_code == 303
+    events = [e["event"] for e in api.get("/audit", params={"limit": "20"}).json()]
+    assert "institution_disabled" in events and "institution_enabled" in events
+    api.close()

@@ -96,6 +96,7 @@ async def _institutions(args: argparse.Namespace, settings: Settings, stores: St
             print(json.dumps(pending if args.pending else found, indent=2))
         for item in [] if args.json or args.pending else found:
             rotating = "  (rotating: two secrets verify)" if item["rotating"] else ""
+            rotating += "  (disabled)" if item["disabled"] else ""
             print(f"{item['consumer_key']}\t{item['name']}{rotating}")
             for lti13 in item["lti13"]:
                 print(
@@ -108,6 +109,15 @@ async def _institutions(args: argparse.Namespace, settings: Settings, stores: St
                 f" deployments {', '.join(lti13['deployment_ids']) or '(any)'}"
                 "  -- registered itself; bind it with institutions bind-lti13"
             )
+    elif args.action in ("disable", "enable"):
+        institution, ended = await Operations(build_service(settings, stores)).set_institution_disabled(
+            args.consumer_key, args.action == "disable"
+        )
+        state = "disabled" if institution.disabled else "enabled"
+        print(
+            f"institution {institution.consumer_key!r} {state}"
+            + (f"; ended {ended} session(s)" if ended else "")
+        )
     elif args.action == "bind-lti13":
         registration = await Operations(build_service(settings, stores)).bind_platform(
             args.issuer, args.client_id, args.consumer_key, args.deployment_id
@@ -458,6 +468,10 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("--secret", required=True, help="the new secret, or - to read stdin")
     finish = actions.add_parser("finish-rotation", help="stop accepting the previous secret")
     finish.add_argument("--consumer-key", required=True)
+    disable = actions.add_parser("disable", help="refuse a Canvas' launches and sessions; end its sessions")
+    disable.add_argument("--consumer-key", required=True)
+    enable = actions.add_parser("enable", help="undo disable")
+    enable.add_argument("--consumer-key", required=True)
     lti13 = actions.add_parser(
         "add-lti13",
         help="attach an LTI 1.3 platform registration to a Canvas (again: add deployments, new URLs)",

@@ -58,6 +58,7 @@ __all__ = [
     "Forbidden",
     "IdTokenExpired",
     "IdTokenFromFuture",
+    "InstitutionDisabled",
     "InstitutionError",
     "InstitutionNotFound",
     "InvalidClaims",
@@ -310,6 +311,13 @@ class NotYourSession(Forbidden):
 class CrossOriginRequest(Forbidden):
     code = "cross_origin_request"
     default_message = "This request came from another site and was refused."
+
+
+class InstitutionDisabled(Forbidden):
+    code = "institution_disabled"
+    default_message = (
+        "Your institution's access to Commons has been disabled by the operator of this service."
+    )
 
 
 class UserDisabled(Forbidden):

@@ -452,6 +452,28 @@ def test_find_user_accepted_answers_find_user_and_has_accepted_together(stores: 
     run(body)
 
 
+def test_set_institution_disabled_marks_only_that_institution_until_enabled_again(stores: Stores) -> None:
+    async def body() -> None:
+        institution, other = await _institution(stores), await _institution(stores)
+        assert not institution.disabled
+        disabled = await stores.records.set_institution_disabled(institution.consumer_key, True, NOW + 1)
+        assert disabled.id == institution.id and disabled.disabled_at == NOW + 1
+        found = await stores.records.get_institution(institution.consumer_key)
+        assert found is not None and found.disabled and found.secrets == institution.secrets
+        bystander = await stores.records.get_institution(other.consumer_key)
+        assert bystander is not None and not bystander.disabled
+        again = await stores.records.set_institution_disabled(institution.consumer_key, True, NOW + 2)
+        assert again.disabled_at == NOW + 1  # twice keeps the first time
+        listed = {i.consumer_key: i.disabled for i in await stores.records.list_institutions()}
+        assert listed[institution.consumer_key] and not listed[other.consumer_key]
+        enabled = await stores.records.set_institution_disabled(institution.consumer_key, False, NOW + 3)
+        assert not enabled.disabled
+        with pytest.raises(InstitutionNotFound):
+            await stores.records.set_institution_disabled("no-such-key", True, NOW)
+
+    run(body)
+
+
 def test_set_user_disabled_marks_only_that_user_until_enabled_again(stores: Stores) -> None:
     async def body() -> None:
         institution = await _institution(stores)

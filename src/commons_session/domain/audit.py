@@ -24,13 +24,15 @@ __all__ = [
 EVENTS = {
     "session_created": "how: jwt or launch",
     "session_ended": "why: logout, expired, launch_replaced, jwt_replaced, ended_by_user or logout_others",
-    "session_revoked": "why: operator, user_disabled or institution_removed",
+    "session_revoked": "why: operator, user_disabled, institution_disabled or institution_removed",
     "launch": "none",
     "terms_accepted": "the accepted terms version",
     "verification_failed": "the refusal's error code (e.g. invalid_token_signature)",
     "deep_linking_response": "how many content items the signed response carries",
     "lti13_registered": "the platform's product_family_code (LTI Dynamic Registration)",
     "lti13_bound": "how: lti1p1 (a launch proved it) or operator",
+    "institution_disabled": "none (an operator disabled it; its sessions ended)",
+    "institution_enabled": "none",
 }
 
 SESSION_HASH_HEX = 16  # hex digits kept: 64 bits, plenty to tell sessions apart

@@ -56,6 +56,12 @@ class Institution:
     secrets: tuple[str, ...]
     settings: AccountSettings = field(default_factory=AccountSettings)
     created_at: float = 0.0
+    #: When an operator disabled it (launches and new sessions refused), or None.
+    disabled_at: float | None = None
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
 
     def __repr__(self) -> str:  # never print secrets
         return f"Institution(id={self.id!r}, consumer_key={self.consumer_key!r}, name={self.name!r})"

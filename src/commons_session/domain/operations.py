@@ -56,6 +56,7 @@ def describe(institution: Institution) -> dict[str, Any]:
         "consumer_key": institution.consumer_key,
         "name": institution.name,
         "rotating": len(institution.secrets) > 1,
+        "disabled": institution.disabled,
         "settings": institution.settings.as_dict(),
     }
 
@@ -114,6 +115,9 @@ class Operations:
             institution_id=institution.id, reason="institution_removed"
         )
         return institution, ended
+
+    async def set_institution_disabled(self, key: str, disabled: bool) -> tuple[Institution, int]:
+        return await self.service.set_institution_disabled(key, disabled)
 
     async def pending_platforms(self) -> list[dict[str, Any]]:
         """LTI 1.3 platforms that registered themselves (Dynamic Registration), not yet bound."""

@@ -30,6 +30,7 @@ from ..errors import (
     DeepLinkingUsed,
     DuplicateRegistration,
     Forbidden,
+    InstitutionDisabled,
     InvalidExchangeCode,
     InvalidSession,
     NeverLaunched,
@@ -481,6 +482,8 @@ class SessionService:
         if institution is None:
             raise UnknownKey()
         who.institution_id = institution.id
+        if institution.disabled:
+            raise InstitutionDisabled()
         now = self.clock()
         claims = tokens.verify(
             parsed, institution, now=now, max_age=policy.jwt_max_age, future_skew=policy.jwt_future_skew
@@ -665,6 +668,8 @@ class SessionService:
         names, claim its nonce (``replayed`` if already used), charge the institution, then
         start the session; a store failure or the institution's limit after the claim gives
         the nonce back (a launch refused with 429 can be sent again)."""
+        if institution.disabled:
+            raise InstitutionDisabled()
         if check_message:
             v11.check_message(params)
         identity = v11.parse_identity(params, institution.id, from_token=False)
@@ -1018,6 +1023,18 @@ class SessionService:
         )
         signed = await self.tool_keys.sign(claims, now)
         return signed.token, lifetime
+
+    async def set_institution_disabled(self, consumer_key: str, disabled: bool) -> tuple[Institution, int]:
+        """Disable (ending every session of its people) or enable an institution: its users,
+        launches and acceptances stay. Returns it and the sessions ended."""
+        institution = await self.stores.records.set_institution_disabled(consumer_key, disabled, self.clock())
+        ended = 0
+        if disabled:
+            ended = await self.revoke_sessions(institution_id=institution.id, reason="institution_disabled")
+        await self._emit(
+            "institution_disabled" if disabled else "institution_enabled", institution_id=institution.id
+        )
+        return institution, ended
 
     async def bind_lti13_registration(
         self, issuer: str, client_id: str, consumer_key: str, *, deployment_id: str | None = None

@@ -126,6 +126,9 @@ async def api_institution_action(request: Request) -> Response:
         await ops.rotate_secret(key, _text(fields, "secret"))
     elif action == "finish-rotation":
         await ops.finish_rotation(key)
+    elif action in ("disable", "enable"):
+        institution, ended = await ops.set_institution_disabled(key, action == "disable")
+        return JSONResponse({"consumer_key": key, "disabled": institution.disabled, "ended_sessions": ended})
     else:  # remove
         _, ended = await ops.remove_institution(key)
         return JSONResponse({"consumer_key": key, "ended_sessions": ended})
@@ -275,6 +278,10 @@ async def console_action(request: Request) -> Response:
         elif action == "finish_rotation":
             await ops.finish_rotation(key)
             notice = f"{key}: only the current secret verifies now."
+        elif action in ("disable_institution", "enable_institution"):
+            institution, ended = await ops.set_institution_disabled(key, action == "disable_institution")
+            state = "disabled" if institution.disabled else "enabled"
+            notice = f"{institution.consumer_key} {state}; ended {ended} session(s)."
         elif action == "remove_institution":
             gone, ended = await ops.remove_institution(key)
             notice = f"Removed {gone.consumer_key}; ended {ended} session(s)."
@@ -320,6 +327,8 @@ routes = [
     Route("/api/admin/institutions/rotate-secret", api_institution_action, methods=["POST"]),
     Route("/api/admin/institutions/finish-rotation", api_institution_action, methods=["POST"]),
     Route("/api/admin/institutions/remove", api_institution_action, methods=["POST"]),
+    Route("/api/admin/institutions/disable", api_institution_action, methods=["POST"]),
+    Route("/api/admin/institutions/enable", api_institution_action, methods=["POST"]),
     Route("/api/admin/users/disable", api_user_action, methods=["POST"]),
     Route("/api/admin/users/enable", api_user_action, methods=["POST"]),
     Route("/api/admin/sessions", api_sessions, methods=["GET"]),

@@ -60,7 +60,12 @@ def _institution_row(item: dict[str, Any], csrf: str) -> str:
             "rotate_secret", csrf, [key, _input("secret", "New secret", kind="password")], "Rotate"
         )
     remove = _form("remove_institution", csrf, [key], "Remove", danger=True)
+    if item["disabled"]:
+        remove = _form("enable_institution", csrf, [key], "Enable") + remove
+    else:
+        remove = _form("disable_institution", csrf, [key], "Disable", danger=True) + remove
     secrets = "rotating (two verify)" if item["rotating"] else "one"
+    secrets += ", disabled" if item["disabled"] else ""
     cells = [f"<td><code>{escape(item['consumer_key'])}</code></td>", _cell(item["name"]), _cell(secrets)]
     return f"<tr>{''.join(cells)}{_cell(platforms)}<td>{rotation}{remove}</td></tr>"
 

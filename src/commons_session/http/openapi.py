@@ -210,6 +210,17 @@ def _admin_paths() -> dict[str, Any]:
                 "adminRemoveInstitution", "Remove a Canvas, ending its sessions", ok, body=_KEY_BODY
             )
         },
+        "/api/admin/institutions/disable": {
+            "post": _admin_operation(
+                "adminDisableInstitution",
+                "Refuse a Canvas' launches and sessions, ending them",
+                ok,
+                body=_KEY_BODY,
+            )
+        },
+        "/api/admin/institutions/enable": {
+            "post": _admin_operation("adminEnableInstitution", "Undo disable", ok, body=_KEY_BODY)
+        },
         "/api/admin/users/disable": {
             "post": _admin_operation(
                 "adminDisableUser", "Disable a user, ending their sessions", ok, body=user

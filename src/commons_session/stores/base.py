@@ -102,6 +102,11 @@ class RecordStore:
         """Whether the user accepted exactly this version."""
         raise NotImplementedError("subclasses of RecordStore must provide has_accepted()")
 
+    async def set_institution_disabled(self, consumer_key: str, disabled: bool, now: float) -> Institution:
+        """Disable (at ``now``) or enable the institution with this key; disabling twice keeps
+        the first time. Returns it. Raises ``InstitutionNotFound``."""
+        raise NotImplementedError("subclasses of RecordStore must provide set_institution_disabled()")
+
     async def set_user_disabled(self, user_id: str, disabled: bool, now: float) -> User:
         """Disable (or enable again) a user. Raises ``UserNotFound``. The caller ends sessions."""
         raise NotImplementedError("subclasses of RecordStore must provide set_user_disabled()")

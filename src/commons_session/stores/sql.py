@@ -70,7 +70,7 @@ def _json(value: Any) -> dict[str, Any]:
     return dict(loaded or {})
 
 
-INSTITUTION_COLUMNS = "id, consumer_key, name, secret, previous_secret, settings, created_at"
+INSTITUTION_COLUMNS = "id, consumer_key, name, secret, previous_secret, settings, created_at, disabled_at"
 USER_COLUMNS = (
     "id, institution_id, consumer_guid, lti_user_id, profile, created_at, last_launch_at, disabled_at"
 )
@@ -118,6 +118,7 @@ def institution_from_row(row: Row) -> Institution:
         secrets=secrets,
         settings=AccountSettings.from_dict(_json(row[5])),
         created_at=float(row[6]),
+        disabled_at=float(row[7]) if row[7] is not None else None,
     )
 
 
@@ -310,6 +311,14 @@ class SqlRecords(_SqlStore, RecordStore):
             "SELECT 1 FROM terms_acceptances WHERE user_id = ? AND version = ?", (user_id, version)
         )
         return row is not None
+
+    async def set_institution_disabled(self, consumer_key: str, disabled: bool, now: float) -> Institution:
+        if disabled:  # disabling twice keeps the first time
+            sql = "UPDATE institutions SET disabled_at = COALESCE(disabled_at, ?) WHERE consumer_key = ?"
+            return await self._change(consumer_key, sql, (now,))
+        return await self._change(
+            consumer_key, "UPDATE institutions SET disabled_at = NULL WHERE consumer_key = ?"
+        )
 
     async def set_user_disabled(self, user_id: str, disabled: bool, now: float) -> User:
         row = await self.db.fetchone(
