@@ -4,6 +4,10 @@ Starlette tries each route in order until one matches, so ``/healthz`` (near the
 list) paid for twenty regular expressions. Here a path without parameters is looked up in a
 dict; only the routes that could match it are tried, still in their declared order, so the
 outcome (including which route wins, 404 and 405) is exactly Starlette's.
+
+Kept beside Starlette's because it is measurably faster on every request: in-process
+``/healthz`` 31 → 23 µs (docs/performance.md); tests/test_router.py pins the same outcome as
+Starlette's router for every route, method, 404 and 405.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ ONE connection, pipelined, as node-redis does.
 Why not redis-py on the hot path: its call costs the client 90-150 µs of CPU (a blocking pool
 checkout, an asyncio timeout task per command, a pure-Python RESP3 parser), more than Redis spends
 answering (docs/performance.md). Here a command is packed and parsed by hiredis (C), written at
-once, and its future appended to a FIFO; replies resolve the futures in order.
+once, and its future appended to a FIFO; replies resolve the futures in order. Measured
+(bench/redis_client.py, 64 concurrent calls): session get 75 → 16 µs of client CPU, create 247 →
+39; end to end, an HTTP read on Redis 3,300 → 6,500–7,100 req/s. redis-py stays for Cluster, TLS
+and URLs with options.
 
 - **Bounds**: every command must be answered within ``timeout`` seconds. One timer per connection
   watches the oldest pending command (replies come in order, so it is the first to expire); when
