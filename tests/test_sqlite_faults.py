@@ -129,7 +129,7 @@ def test_a_full_disk_fails_readiness_and_writes_then_recovers_without_a_restart(
             onboard(server, canvas, user)
             acknowledged = [create_session(server, canvas, user) for _ in range(3)]
             filler = mount / "filler"
-            with filler.open("wb") as f, pytest.raises(OSError):
+            with filler.open("wb", buffering=0) as f, pytest.raises(OSError):  # nothing left to flush
                 while True:
                     f.write(b"\0" * 65536)
                     f.flush()
