@@ -52,7 +52,7 @@ browser-deps:
 
 # Re-shoot docs/screenshots/*.png from the browser tests.
 screenshots: install browser-deps
-	COMMONS_SESSION_UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py -q
+	COMMONS_SESSION_UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/test_browser.py tests/test_browser_storage.py -q
 
 run: install
 	$(BIN)/commons-session serve --host $(HOST) --port $(PORT)

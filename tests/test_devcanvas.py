@@ -485,3 +485,43 @@ def test_bad_configuration_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "courses[0].teachers names unknown user(s): 7" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("storage", "target", "frame"),
+    [("canvas", "post_message_forwarding", True), ("ims", "_parent", False), ("off", None, False)],
+)
+def test_the_storage_switch_sets_the_target_the_login_and_the_launch_carry(
+    dev_canvas: DevCanvas, storage: str, target: str | None, frame: bool
+) -> None:
+    """``?storage=`` plays Canvas (a named frame), the prefixed style answered by the parent,
+    or no storage at all; the launch form carries the same target as the login did."""
+    user = dev_canvas.teacher()  # no launch reaches the tool: the module's fresh people are kept
+    page = httpx.get(f"{dev_canvas.url}/courses/1", params={"lti": "1.3", "as": user.id, "storage": storage})
+    assert page.status_code == 200, page.text
+    forms, iframes = read_page(page.text)
+    initiation = forms[0]
+    assert [v for k, v in initiation.fields if k == "lti_storage_target"] == ([target] if target else [])
+    assert any(f.get("name") == "post_message_forwarding" for f in iframes) is frame
+    assert ('"prefixed": true' in page.text) is (storage == "ims")
+
+    params = {
+        "scope": "openid",
+        "response_type": "id_token",
+        "response_mode": "form_post",
+        "prompt": "none",
+        "client_id": initiation.value("client_id"),
+        "redirect_uri": dev_canvas.config.redirect_uris[0],
+        "login_hint": initiation.value("login_hint"),
+        "lti_message_hint": initiation.value("lti_message_hint"),
+        "state": "s",
+        "nonce": "n",
+    }
+    launch = only_form(_authorize(dev_canvas, params).text)
+    assert [v for k, v in launch.fields if k == "lti_storage_target"] == ([target] if target else [])
+
+
+def test_an_unknown_storage_style_is_a_bad_request(dev_canvas: DevCanvas) -> None:
+    page = httpx.get(f"{dev_canvas.url}/courses/1", params={"lti": "1.3", "storage": "moodle"})
+    assert page.status_code == 400
+    assert "storage must be one of canvas, ims, off, silent" in page.text

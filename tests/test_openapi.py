@@ -440,6 +440,7 @@ def test_lti13_and_exchange_responses_conform(check: Check, server: Server) -> N
             "id_token": platform.id_token(user, again.nonce),
             "state": again.state,
             "binding": again.binding,
+            "nonce": again.nonce,
         }
         record("POST", "/api/lti/launch/confirm", httpx.post(confirm, json=body))  # 200
         record("POST", "/api/lti/launch/confirm", httpx.post(confirm, json=body))  # 401 nonce_replayed

@@ -2,13 +2,15 @@
 
 - ``GET /api/lti/{accounts|courses}/:id/jwt_token``: Canvas' JWT for the Session API.
 - ``GET /courses/:id``: a course page that launches the tool in an iframe (LTI 1.1 by default,
-  ``?lti=1.3`` for LTI 1.3, ``?as=<user id>`` to be someone else).
+  ``?lti=1.3`` for LTI 1.3, ``?as=<user id>`` to be someone else, ``?storage=canvas|ims|off|silent``
+  for the Platform Storage style it plays, see ``pages.STORAGE_STYLES``).
 - ``GET|POST /api/lti/authorize_redirect``: the LTI 1.3 authorization endpoint.
 - ``GET /api/lti/security/jwks``: the platform's public keys.
 - ``GET /courses/:id?lti=1.3&placement=link_selection``: "place a resource", an LTI Deep
   Linking request; ``POST /courses/:id/deep_linking_response`` verifies and shows the answer.
 - ``GET /post_message_forwarding``: the hidden frame of the course page that answers LTI Platform
-  Storage messages (``lti.put_data``, ``lti.get_data``), for tools whose cookies are blocked.
+  Storage messages (``lti.put_data``, ``lti.get_data``), for tools whose cookies are blocked; the
+  course page itself answers ``lti.capabilities`` and names this frame.
 
 ``create_app`` is the factory granian imports; the parent process hands it the configuration,
 the RSA key and the message-hint secret through ``COMMONS_SESSION_DEVCANVAS_STATE``, so that
@@ -191,14 +193,16 @@ async def jwt_token(request: Request) -> Response:
 # -- the course page ----------------------------------------------------------------------------
 
 
-def _message_hint(platform: Platform, user: User, course: Course, verifier: str, now: float) -> str:
+def _message_hint(
+    platform: Platform, user: User, course: Course, verifier: str, now: float, storage_target: str | None
+) -> str:
     claims = {
         "verifier": verifier,
         "canvas_domain": platform.config.api_domain,
         "context_type": "Course",
         "context_id": course.id,
         "user_id": user.id,
-        "include_storage_target": True,
+        "storage_target": storage_target,
         "exp": int(now) + HINT_LIFETIME,
     }
     return jwt.encode(claims, platform.hint_secret, algorithm="HS256")
@@ -227,6 +231,12 @@ async def course_page(request: Request) -> Response:
         )
     if lti != "1.3":
         return pages.message_page("Bad request", "lti must be 1.1 or 1.3.", 400)
+    storage = request.query_params.get("storage", "canvas")
+    if storage not in pages.STORAGE_STYLES:
+        return pages.message_page(
+            "Bad request", f"storage must be one of {', '.join(pages.STORAGE_STYLES)}.", 400
+        )
+    target = pages.storage_target(storage)
     for stale in [v for v, p in platform.pending.items() if p.expires_at <= now]:
         del platform.pending[stale]
     verifier = new_verifier()
@@ -250,14 +260,15 @@ async def course_page(request: Request) -> Response:
         ("iss", config.issuer),
         ("login_hint", user.lti_user_id),
         ("target_link_uri", target_link_uri),
-        ("lti_message_hint", _message_hint(platform, user, course, verifier, now)),
+        ("lti_message_hint", _message_hint(platform, user, course, verifier, now, target)),
         ("client_id", client_id),
         ("lti_deployment_id", deployment_id),
         ("canvas_region", "not_configured"),
         ("canvas_environment", "prod"),
-        ("lti_storage_target", pages.STORAGE_FRAME),
     ]
-    return pages.course_page(config, course, user, lti=lti, action=login_url, fields=fields)
+    if target is not None:
+        fields.append(("lti_storage_target", target))
+    return pages.course_page(config, course, user, lti=lti, action=login_url, fields=fields, storage=storage)
 
 
 # -- LTI 1.3 authorization ----------------------------------------------------------------------
@@ -334,8 +345,8 @@ async def authorize(request: Request) -> Response:
     }
     id_token = platform.key.sign(claims)
     fields = [("id_token", id_token), *state]
-    if hint.get("include_storage_target"):
-        fields.append(("lti_storage_target", pages.STORAGE_FRAME))
+    if isinstance(hint.get("storage_target"), str):
+        fields.append(("lti_storage_target", hint["storage_target"]))
     return pages.autopost(redirect_uri, fields, title="Commons")
 
 

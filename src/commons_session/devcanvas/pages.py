@@ -3,6 +3,7 @@ forms, and an index. Plain, escaped, no external assets."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Iterable
 from html import escape
@@ -14,6 +15,7 @@ from .config import Course, DevCanvasConfig, User
 
 __all__ = [
     "STORAGE_FRAME",
+    "STORAGE_STYLES",
     "autopost",
     "avatar_svg",
     "course_page",
@@ -22,6 +24,7 @@ __all__ = [
     "message_page",
     "registration_commands",
     "storage_frame",
+    "storage_target",
 ]
 
 BANNER = "dev-canvas: a Canvas stand-in for development and tests. It is not Canvas."
@@ -30,39 +33,102 @@ BANNER = "dev-canvas: a Canvas stand-in for development and tests. It is not Can
 #: bind a launch to the browser.
 STORAGE_FRAME = "post_message_forwarding"
 
-# The LTI Client Side postMessages a platform answers: lti.capabilities, lti.put_data and
-# lti.get_data (also with the "org.imsglobal." prefix). Values are kept per sender origin, in
-# this frame's memory, which lives as long as the course page.
-_STORAGE_SCRIPT = """
-(function () {
+#: The platform styles a course page can play (``?storage=``): ``canvas`` (Canvas today: bare
+#: subjects, storage in the named forwarding frame), ``ims`` (the ``org.imsglobal.``-prefixed
+#: subjects, answered by the parent window itself, as Brightspace and Moodle do), ``off`` (Canvas
+#: with Platform Storage turned off: no ``lti_storage_target``, no storage offered) and ``silent``
+#: (a platform that names ``_parent`` as the target but never answers a message).
+STORAGE_STYLES = ("canvas", "ims", "off", "silent")
+
+# The LTI Client Side postMessages a platform answers, configured per window (see _listener):
+# lti.capabilities lists what is answered and where; lti.put_data/lti.get_data keep values per
+# sender origin (Canvas keys them by the tool's origin: another origin reads nothing), in this
+# window's memory, for as long as the course page is open. get_data of an unknown key answers
+# ``value: null`` as Canvas does; an unknown subject, or a message without key or message_id,
+# gets Canvas' ``error`` answer.
+_PLATFORM_SCRIPT = """
+(function (config) {
   "use strict";
+  var PREFIX = "org.imsglobal.";
   var store = {};
-  var supported = ["lti.capabilities", "lti.put_data", "lti.get_data"];
+  window.devCanvasStorage = store;
   window.addEventListener("message", function (event) {
     var m = event.data;
     if (!m || typeof m !== "object" || typeof m.subject !== "string" || !event.source) return;
-    var subject = m.subject.replace(/^org\\.imsglobal\\./, "");
-    var reply = { subject: m.subject + ".response", message_id: m.message_id };
-    var slot = event.origin + " " + m.key;
-    if (subject === "lti.capabilities") {
-      reply.supported_messages = supported.map(function (s) { return { subject: s }; });
-    } else if (subject === "lti.put_data" && typeof m.key === "string") {
-      store[slot] = m.value;
-      reply.key = m.key;
-      reply.value = m.value;
-    } else if (subject === "lti.get_data" && typeof m.key === "string") {
-      reply.key = m.key;
-      if (Object.prototype.hasOwnProperty.call(store, slot)) reply.value = store[slot];
-      else reply.error = { code: "bad_request", message: "No value is stored under that key." };
-    } else if (m.subject.slice(-9) === ".response") {
-      return;
-    } else {
-      reply.error = { code: "unsupported_subject", message: "Not answered here: " + m.subject };
+    if (m.subject.slice(-9) === ".response") return;
+    var prefixed = m.subject.indexOf(PREFIX) === 0;
+    var bare = prefixed ? m.subject.slice(PREFIX.length) : m.subject;
+    var reply = { subject: m.subject + ".response" };
+    if (m.message_id) reply.message_id = m.message_id;
+    function send(fields) {
+      for (var k in fields) reply[k] = fields[k];
+      event.source.postMessage(reply, event.origin);
     }
-    event.source.postMessage(reply, event.origin);
+    function error(code, message) {
+      send({ error: { code: code, message: message } });
+    }
+    if (config.ignore.indexOf(bare) >= 0) return;
+    if (prefixed !== config.prefixed || config.answers.indexOf(bare) < 0) {
+      return error("unsupported_subject", "Not answered here: " + m.subject);
+    }
+    if (bare === "lti.capabilities") return send({ supported_messages: config.supported });
+    if (typeof m.key !== "string" || !m.key) return error("bad_request", "Missing required 'key' field");
+    if (!m.message_id) return error("bad_request", "Missing required 'message_id' field");
+    var slot = event.origin + "|" + m.key;
+    if (bare === "lti.put_data") {
+      if (m.value === null) delete store[slot];
+      else if (typeof m.value !== "string") return error("bad_request", "'value' must be a string");
+      else store[slot] = m.value;
+      return send({ key: m.key, value: m.value });
+    }
+    send({ key: m.key, value: Object.prototype.hasOwnProperty.call(store, slot) ? store[slot] : null });
   });
-})();
+})(%s);
 """
+
+
+def _supported(style: str) -> list[dict[str, str]]:
+    if style == "ims":
+        return [
+            {"subject": "org.imsglobal." + s} for s in ("lti.capabilities", "lti.put_data", "lti.get_data")
+        ]
+    if style == "off":
+        return [{"subject": "lti.capabilities"}]
+    return [
+        {"subject": "lti.capabilities"},
+        {"subject": "lti.get_data", "frame": STORAGE_FRAME},
+        {"subject": "lti.put_data", "frame": STORAGE_FRAME},
+    ]
+
+
+def _listener(style: str, *, frame: bool = False) -> str:
+    """The platform's message handler for the course page (``frame=False``) or the forwarding
+    frame. Under ``canvas`` the course page answers only ``lti.capabilities`` and ignores storage
+    messages: it stands for Canvas' main window on the course's own domain, which a message
+    addressed to the OIDC origin never reaches; the frame (on that origin) keeps the data."""
+    storage = ["lti.put_data", "lti.get_data"]
+    if style == "silent":
+        return ""
+    if style == "canvas" and not frame:
+        answers, ignore = ["lti.capabilities"], storage
+    elif style == "off":
+        answers, ignore = ["lti.capabilities"], []
+    else:
+        answers, ignore = ["lti.capabilities", *storage], []
+    config = {
+        "prefixed": style == "ims",
+        "answers": answers,
+        "ignore": ignore,
+        "supported": _supported(style),
+    }
+    # json.dumps output is safe inside a script element once "<" is escaped.
+    return "<script>" + _PLATFORM_SCRIPT % json.dumps(config).replace("<", "\\u003c") + "</script>"
+
+
+def storage_target(style: str) -> str | None:
+    """The ``lti_storage_target`` a login and launch carry under this style."""
+    return {"canvas": STORAGE_FRAME, "ims": "_parent", "silent": "_parent"}.get(style)
+
 
 _STYLE = """
 :root { color-scheme: light; font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
@@ -125,7 +191,11 @@ def course_page(
     lti: str,
     action: str,
     fields: list[tuple[str, str]],
+    storage: str = "canvas",
 ) -> HTMLResponse:
+    """The tool's form posts itself into the iframe once the platform's side of the messages is
+    in place (the forwarding frame loaded, under ``canvas``), as a tool's first message may come
+    at once."""
     base = f"/courses/{escape(course.id)}"
 
     def link(label: str, version: str, as_user: str) -> str:
@@ -134,6 +204,19 @@ def course_page(
 
     people = [config.user(i) for i in (*course.teachers, *course.students)]
     switch = "".join(link(f"{p.name} ({course.role_of(p.id)})", lti, p.id) for p in people if p is not None)
+    forwarding = launch = ""
+    submit = 'document.getElementById("tool_form").submit();'
+    if lti == "1.3" and storage == "canvas":
+        forwarding = (
+            f'<iframe name="{STORAGE_FRAME}" id="{STORAGE_FRAME}" src="/{STORAGE_FRAME}" '
+            'title="Platform storage" hidden></iframe>'
+        )
+        launch = (
+            f'document.getElementById("{STORAGE_FRAME}")'
+            f'.addEventListener("load", function () {{ {submit} }});'
+        )
+    else:
+        launch = submit
     body = f"""
 <div class="layout">
   <nav class="global" aria-label="Global">{escape(config.account_name)}</nav>
@@ -154,8 +237,8 @@ def course_page(
     </form>
     <iframe name="tool_content" id="tool_content" title="Commons" data-lti-launch="true"
       allow="clipboard-write"></iframe>
-    <iframe name="{STORAGE_FRAME}" src="/{STORAGE_FRAME}" title="Platform storage" hidden></iframe>
-    <script>document.getElementById("tool_form").submit();</script>
+    {forwarding}{_listener(storage) if lti == "1.3" else ""}
+    <script>{launch}</script>
   </main>
 </div>"""
     return _page(f"{course.name}: Commons", body)
@@ -206,7 +289,7 @@ def index(config: DevCanvasConfig) -> HTMLResponse:
 def storage_frame() -> HTMLResponse:
     html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
-        f"<title>Platform storage</title></head><body><script>{_STORAGE_SCRIPT}</script></body></html>"
+        f"<title>Platform storage</title></head><body>{_listener('canvas', frame=True)}</body></html>"
     )
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 

@@ -34,6 +34,7 @@ from ..errors import (
     InvalidExchangeCode,
     InvalidSession,
     NeverLaunched,
+    NonceMismatch,
     NonceReplayed,
     NotDeepLinking,
     RegistrationPending,
@@ -171,6 +172,8 @@ class Lti13Login:
     binding: str
     #: The platform's origin, the only one the page may exchange postMessages with.
     platform_origin: str
+    #: The login's nonce, also kept in Platform Storage when the platform offers it.
+    nonce: str = ""
 
 
 #: The session contents key of a Deep Linking launch's context (absent in every other session).
@@ -839,7 +842,7 @@ class SessionService:
             state=state,
             nonce=nonce,
         )
-        return Lti13Login(redirect, state, binding, v13.platform_origin(registration))
+        return Lti13Login(redirect, state, binding, v13.platform_origin(registration), nonce)
 
     async def lti13_pending(self, state: str) -> tuple[v13.LoginState, Lti13Registration]:
         """The login a posted ``state`` belongs to, and its registration. Writes nothing."""
@@ -865,12 +868,17 @@ class SessionService:
         binding: str | None,
         held_session_id: Held,
         user_agent: str | None = None,
+        stored_nonce: str | None = None,
     ) -> LaunchResult:
         """Verify an LTI 1.3 launch (``binding`` is what the browser holds: the state cookie, or
         the value Platform Storage gave back; None if neither) and then do exactly what a 1.1
-        launch does."""
+        launch does. ``stored_nonce`` is the nonce Platform Storage gave back, which must be the
+        login's ("OIDC Login with LTI Client Side postMessages")."""
         return await self._audited_launch(
-            "lti13", lambda who: self._launch13(id_token, state, binding, held_session_id, user_agent, who)
+            "lti13",
+            lambda who: self._launch13(
+                id_token, state, binding, held_session_id, user_agent, who, stored_nonce
+            ),
         )
 
     async def _launch13(
@@ -881,12 +889,17 @@ class SessionService:
         held_session_id: Held,
         user_agent: str | None,
         who: _Who,
+        stored_nonce: str | None = None,
     ) -> LaunchResult:
         login, registration = await self.lti13_pending(state)
         if binding is None:
             raise StateCookieMissing(relaunch_query=login.relaunch_query())
         if not login.binds(binding):
             raise StateMismatch()
+        if stored_nonce is not None and not hmac.compare_digest(
+            stored_nonce.encode("utf-8", "replace"), login.nonce.encode("utf-8")
+        ):
+            raise NonceMismatch("The nonce the platform kept for this browser is not this login's.")
         institution: Institution | None = None
         if registration.consumer_key is not None:
             institution = await self.stores.records.get_institution(registration.consumer_key)

@@ -112,6 +112,7 @@ async def lti13_login(request: Request) -> Response:
                 origin=login.platform_origin,
                 target=target,
                 state=login.state,
+                nonce=login.nonce,
                 binding=login.binding,
             ),
         )
@@ -148,6 +149,7 @@ async def lti13_launch(request: Request) -> Response:
         page = pages.lti_storage_launch(
             id_token=id_token,
             state=state,
+            nonce=login.nonce,
             origin=platform_origin(registration),
             target=target,
             relaunch_url=f"{LOGIN_PATH}?{login.relaunch_query()}",
@@ -177,15 +179,16 @@ async def lti13_launch_confirm(request: Request) -> Response:
     settings = _settings(request)
     body = await read_body(request, settings.max_body_bytes, accept=(JSON,))
     id_token, state = _text(body.fields, "id_token"), _text(body.fields, "state")
-    binding = _text(body.fields, "binding")
-    if id_token is None or state is None or binding is None:
-        raise BadRequest("Send id_token, state and binding as JSON strings.")
+    binding, nonce = _text(body.fields, "binding"), _text(body.fields, "nonce")
+    if id_token is None or state is None or binding is None or nonce is None:
+        raise BadRequest("Send id_token, state, binding and nonce as JSON strings.")
     result = await _service(request).launch13(
         id_token=id_token,
         state=state,
         binding=binding,
         held_session_id=_held_session(request),
         user_agent=request.headers.get("user-agent"),
+        stored_nonce=nonce,
     )
     response = JSONResponse({"location": landing_url(result)})
     set_session_cookie(response, result.issued.session_id, settings)

@@ -542,8 +542,8 @@ def _document() -> dict[str, Any]:
                     "summary": "Complete an LTI 1.3 launch with the binding from Platform Storage",
                     "description": (
                         "Called by the launch page's script (JSON only, so no other site can post it) "
-                        "with the binding the platform kept for this browser. Same checks as "
-                        "/api/lti/launch."
+                        "with the binding and nonce the platform kept for this browser. Same checks as "
+                        "/api/lti/launch, and the stored nonce must be the login's (`nonce_mismatch`)."
                     ),
                     "requestBody": _body("Lti13Confirm", "application/json"),
                     "responses": {
@@ -950,13 +950,18 @@ def _document() -> dict[str, Any]:
                 },
                 "Lti13Confirm": {
                     "type": "object",
-                    "required": ["id_token", "state", "binding"],
+                    "required": ["id_token", "state", "binding", "nonce"],
                     "properties": {
                         "id_token": {"type": "string"},
                         "state": {"type": "string"},
                         "binding": {
                             "type": "string",
                             "description": "The value the platform kept for this browser (lti.get_data).",
+                        },
+                        "nonce": {
+                            "type": "string",
+                            "description": "The nonce the platform kept for this login (lti.get_data); "
+                            "must be the login's, as the id_token's must.",
                         },
                     },
                 },

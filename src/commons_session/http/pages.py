@@ -270,14 +270,15 @@ def _relaunch_link(relaunch_url: str) -> str:
 
 
 def lti_storage_login(
-    *, redirect_url: str, origin: str, target: str, state: str, binding: str
+    *, redirect_url: str, origin: str, target: str, state: str, nonce: str, binding: str
 ) -> HTMLResponse:
     """LTI 1.3 login when the platform offers Platform Storage (``lti_storage_target``): the
-    script stores the browser binding with the platform (``lti.put_data``), then goes on to the
-    platform's authorization endpoint. The state cookie is set as well, for browsers that keep it."""
+    script stores the browser binding and the nonce with the platform (``lti.put_data``), then
+    goes on to the platform's authorization endpoint. The state cookie is set as well, for
+    browsers that keep it."""
     body = (
-        f'<div id="lti"{_data(mode="login", origin=origin, target=target, state=state, binding=binding)}'
-        f"{_data(redirect=redirect_url)}><h1>Opening Commons…</h1>"
+        f'<div id="lti"{_data(mode="login", origin=origin, target=target, state=state, nonce=nonce)}'
+        f"{_data(binding=binding, redirect=redirect_url)}><h1>Opening Commons…</h1>"
         '<p class="note" role="status">Connecting to Canvas.</p>'
         f'<noscript><p><a href="{escape(redirect_url)}">Continue</a></p></noscript></div>'
     )
@@ -285,13 +286,15 @@ def lti_storage_login(
 
 
 def lti_storage_launch(
-    *, id_token: str, state: str, origin: str, target: str, relaunch_url: str
+    *, id_token: str, state: str, nonce: str, origin: str, target: str, relaunch_url: str
 ) -> HTMLResponse:
     """LTI 1.3 launch without the state cookie, on a platform with Platform Storage: the script
-    asks the platform for this browser's binding (``lti.get_data``) and completes the launch at
-    ``/api/lti/launch/confirm``; if the platform has none, it offers a new window."""
+    asks the platform for this browser's binding and the login's nonce (``lti.get_data``) and
+    completes the launch at ``/api/lti/launch/confirm``; if the platform has none, it offers a
+    new window."""
     body = (
-        f'<div id="lti"{_data(mode="launch", origin=origin, target=target, state=state, id_token=id_token)}>'
+        f'<div id="lti"{_data(mode="launch", origin=origin, target=target, state=state, nonce=nonce)}'
+        f"{_data(id_token=id_token)}>"
         '<section data-view="loading"><h1>Signing you in…</h1>'
         '<p class="note" role="status">Checking this launch with Canvas.</p>'
         "<noscript><p>Your browser blocks cookies inside Canvas, so Commons needs JavaScript here, "
