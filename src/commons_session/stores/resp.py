@@ -6,7 +6,7 @@ checkout, an asyncio timeout task per command, a pure-Python RESP3 parser), more
 answering (docs/performance.md). Here a command is packed and parsed by hiredis (C), written at
 once, and its future appended to a FIFO; replies resolve the futures in order. Measured
 (bench/redis_client.py, 64 concurrent calls): session get 75 → 16 µs of client CPU, create 247 →
-39; end to end, an HTTP read on Redis 3,300 → 6,500–7,100 req/s. redis-py stays for Cluster, TLS
+39; end to end, an HTTP read on Redis 3,300 → 6,500 to 7,100 req/s. redis-py stays for Cluster, TLS
 and URLs with options.
 
 - **Bounds**: every command must be answered within ``timeout`` seconds. One timer per connection
