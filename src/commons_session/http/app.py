@@ -20,7 +20,7 @@ from ..domain.audit import AuditEvent, EventSink
 from ..domain.service import REQUEST_STARTED, InstitutionGuard, Policy, SessionService
 from ..domain.terms import Terms
 from ..errors import StoreError, StoreUnavailable
-from ..logs import configure_logging, request_id
+from ..logs import configure_logging, flush_access_lines, request_id
 from ..metrics import instrument, metrics
 from ..stores.base import RecordStore, Stores
 from ..stores.factory import make_counter
@@ -138,6 +138,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await counter.close()
         finally:
             await stores.close()
+        flush_access_lines()
         logging.getLogger("commons_session").info("shut down: stores closed")
 
     app = Starlette(

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..logs import request_id
+from ..logs import request_id, write_access_line
 from ..metrics import metrics
 
 __all__ = [
@@ -183,4 +183,5 @@ class AccessLogMiddleware:
                     "duration_ms": round(seconds * 1000, 3),
                     "client": scope.get(CLIENT_ADDRESS) or (client[0] if client else None),
                 }
-                access_log.info("access", extra={"fields": fields})
+                if not write_access_line(fields):
+                    access_log.info("access", extra={"fields": fields})
