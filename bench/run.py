@@ -509,7 +509,30 @@ def plan_servers(plan: Plan, tmp: Path, redis: Redis, population: Population) ->
         1,
         our_env(tmp / "small-read.db", None, COMMONS_SESSION_TOUCH_INTERVAL="0"),
     )
+    # What `make run` and the README give a new user: the access log on, a read recording
+    # activity once a minute (issue 14 measures the defaults, not only the tuned settings).
+    for data in ("small-read", "small-create"):
+        add(
+            f"sqlite-{data}-defaults-1w",
+            "ours",
+            "sqlite",
+            data,
+            1,
+            our_env(tmp / f"{data}.db", None, **DEFAULTS),
+        )
+        add(
+            f"redis-{data}-defaults-1w",
+            "ours",
+            "redis",
+            data,
+            1,
+            our_env(records, redis.url(REDIS_DB[data]), **DEFAULTS),
+        )
     return servers
+
+
+#: The service's own defaults for the two settings the tuned rows change.
+DEFAULTS = {"COMMONS_SESSION_LOG_LEVEL": "info", "COMMONS_SESSION_TOUCH_INTERVAL": "60"}
 
 
 def start_servers(servers: dict[str, Server], procs: Processes, tmp: Path) -> None:
@@ -660,6 +683,10 @@ def plan_measures(plan: Plan, servers: dict[str, Server]) -> list[Measure]:
     add("read", "uvicorn-small-read-1w")
     add("read", "sqlite-access-log-1w")
     add("read", "sqlite-touch-1w")
+    for store in ("sqlite", "redis"):
+        add("healthz", f"{store}-small-read-defaults-1w")
+        add("read", f"{store}-small-read-defaults-1w")
+        add("create", f"{store}-small-create-defaults-1w")
     for level in plan.levels:
         if level == c:
             continue
@@ -795,6 +822,8 @@ def describe(m: Measure, plan: Plan) -> tuple[str, str, str, str]:
         who += ", access log on"
     if s.name == "sqlite-touch-1w":
         who += ", touch on every read"
+    if s.name.endswith("-defaults-1w"):
+        who += ", default settings (access log on, touch every 60 s)"
     store = {"sqlite": "SQLite", "redis": "Redis"}[s.store]
     size = {
         "small-read": plan.small,
@@ -918,22 +947,22 @@ def checks(measures: list[Measure], plan: Plan) -> list[Check]:
             Check(
                 f"Read on SQLite vs own /healthz{note}",
                 r,
-                "≥ 0.5",
-                r >= 0.5,
+                "≥ 0.6",
+                r >= 0.6,
                 f"same server process, {size_label(plan.small)} sessions",
             )
         )
         r = rps("read", f"redis-small-read-{w}w") / rps("read", f"peer-read-{w}w")
-        out.append(Check(f"Read on Redis vs the peer's read{note}", r, "≥ 1.5", r >= 1.5, "both on Redis"))
+        out.append(Check(f"Read on Redis vs the peer's read{note}", r, "≥ 2.0", r >= 2.0, "both on Redis"))
         r = rps("create", f"redis-small-create-{w}w") / rps("create", f"peer-login-{w}w")
-        out.append(Check(f"Create on Redis vs the peer's login{note}", r, "≥ 1.0", r >= 1.0, "both on Redis"))
+        out.append(Check(f"Create on Redis vs the peer's login{note}", r, "≥ 1.2", r >= 1.2, "both on Redis"))
         r = rps("create", f"sqlite-small-create-{w}w") / rps("create", f"peer-login-{w}w")
         out.append(
             Check(
                 f"Create on SQLite vs the peer's login{note}",
                 r,
-                "≥ 1.0",
-                r >= 1.0,
+                "≥ 1.2",
+                r >= 1.2,
                 "ours on the embedded default",
             )
         )
@@ -964,6 +993,25 @@ def checks(measures: list[Measure], plan: Plan) -> list[Check]:
                         f"p50 {m.median('p50_ms'):.2f} ms, p99 {m.median('p99_ms'):.2f} ms",
                     )
                 )
+    # The same targets in the default configuration, one worker (what `make run` gives).
+    d = "defaults-1w"
+    r = rps("read", f"sqlite-small-read-{d}") / rps("healthz", f"sqlite-small-read-{d}")
+    out.append(Check("Read on SQLite vs own /healthz, default settings", r, "≥ 0.6", r >= 0.6, "same server"))
+    r = rps("read", f"redis-small-read-{d}") / rps("read", "peer-read-1w")
+    out.append(
+        Check("Read on Redis vs the peer's read, default settings", r, "≥ 2.0", r >= 2.0, "both on Redis")
+    )
+    for store in ("redis", "sqlite"):
+        r = rps("create", f"{store}-small-create-{d}") / rps("create", "peer-login-1w")
+        out.append(
+            Check(
+                f"Create on {STORE_NAMES[store]} vs the peer's login, default settings",
+                r,
+                "≥ 1.2",
+                r >= 1.2,
+                "",
+            )
+        )
     return out
 
 
