@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -109,6 +110,10 @@ class Server:
 
     def logs(self) -> str:
         return self.log_path.read_text("utf-8", "replace")
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        """The JSON log lines, parsed: a test asks for fields, not for one serializer's spacing."""
+        return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -112,7 +112,9 @@ def test_the_code_and_the_id_never_reach_the_log(
     assert page.status_code == 200
     session_id = _exchange(server, code).json()["sessionId"]
     httpx.get(f"{server.url}/api/sessions/{session_id}", headers={"x-session-id": session_id})
-    time.sleep(0.2)  # the access log line is written after the answer
+    deadline = time.monotonic() + 5  # access lines (launch, page, exchange, read) follow their answers
+    while len(_access_lines(server.logs())) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
     logs = server.logs()
     assert code not in logs and session_id not in logs
     entries = _access_lines(logs)

@@ -137,9 +137,7 @@ def test_addresses_behind_a_trusted_proxy_are_counted_separately(limited: Server
 
     # The access line names the address the limiter settled on (it is written after the answer).
     deadline = time.monotonic() + 5
-    while not any(
-        f'"client": "{second}"' in line and '"status": 429' in line for line in limited.logs().splitlines()
-    ):
+    while not any(e.get("client") == second and e.get("status") == 429 for e in limited.log_entries()):
         assert time.monotonic() < deadline, "no access line for the forwarded address"
         time.sleep(0.05)
 
