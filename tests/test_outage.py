@@ -224,6 +224,17 @@ def postgres_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
             server.stop()
 
 
+def kill_postgres(postgres: PostgresServer) -> None:
+    """``kill -9`` the postmaster and every process it forked. Stopped first, so that no backend
+    it forks between the listing and the kill survives (a backend whose postmaster died keeps
+    answering its connection until it notices)."""
+    postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
+    os.kill(postmaster, signal.SIGSTOP)
+    for pid in postgres_pids(postgres):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def postgres_pids(postgres: PostgresServer) -> list[int]:
     """The postmaster and every process it forked (backends, checkpointer, ...)."""
     postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
