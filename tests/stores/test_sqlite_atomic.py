@@ -1,11 +1,17 @@
 """SQLite's ``atomic()`` (one write transaction for a create's claim, session and audit row):
 what the contract suite cannot say for every backend. A transaction inside it is a savepoint,
 undone alone; a statement from another task while it is open is refused, never silently made
-part of it; and a transaction SQLite rolled back by itself is reported, not taken as committed."""
+part of it; and a transaction SQLite rolled back by itself is reported, not taken as committed.
+
+Group commit: the transactions begun in one turn of the event loop share one commit. Each is
+answered only once that commit is on disk (another connection sees it), one that fails is undone
+alone, a failed commit fails every one of them, and a write outside any transaction that lands
+in the shared one waits for its commit too."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,7 +140,7 @@ def test_a_create_commits_its_claim_session_and_audit_row_once(stores: SqliteSto
     world.create(world.canvas.jwt_token(world.user))
     writes = [s.split(" (")[0].split(" SET ")[0] for s in world.statements if not s.startswith("SELECT")]
     assert writes == [
-        "BEGIN IMMEDIATE",
+        "BEGIN IMMEDIATE",  # alone in its loop turn: no savepoint
         "INSERT INTO once_claims",
         "INSERT INTO sessions",
         "UPDATE once_claims",  # the provisional claim made final
@@ -156,3 +162,144 @@ def test_a_create_whose_session_insert_fails_keeps_no_claim_and_no_audit_row(sto
     stores.conn.execute("DROP TRIGGER down")
     assert world.create(token)  # the same token: its claim was not kept
     assert [e.event for e in world.events] == ["session_created"]
+
+
+# -- group commit ------------------------------------------------------------------------------
+
+
+def _committed_rows(stores: SqliteStores) -> set[bytes]:
+    """What another connection sees: only what was committed."""
+    other = sqlite3.connect(stores.path)
+    try:
+        return {bytes(r[0]) for r in other.execute("SELECT id_hash FROM sessions")}
+    finally:
+        other.close()
+
+
+def _commits(stores: SqliteStores) -> list[str]:
+    seen: list[str] = []
+    stores.conn.set_trace_callback(lambda s: seen.append(s) if s in ("COMMIT", "ROLLBACK") else None)
+    return seen
+
+
+def test_the_transactions_of_one_loop_turn_share_one_commit_and_each_returns_after_it(
+    stores: SqliteStores,
+) -> None:
+    records = [_record(f"u{i}") for i in range(20)]
+    commits = _commits(stores)
+    visible_on_return: list[bool] = []
+
+    async def member(record: SessionRecord) -> None:
+        async with stores.atomic():
+            await stores.sessions.create(record)
+        visible_on_return.append(record.id_hash in _committed_rows(stores))
+
+    async def body() -> None:
+        await asyncio.gather(*(member(r) for r in records))
+
+    asyncio.run(body())
+    assert commits == ["COMMIT"]
+    assert visible_on_return == [True] * len(records)
+
+
+def test_a_member_that_fails_is_undone_alone_and_the_others_commit(stores: SqliteStores) -> None:
+    kept, undone = [_record("kept1"), _record("kept2")], _record("undone")
+
+    async def member(record: SessionRecord, fail: bool) -> None:
+        async with stores.atomic():
+            await stores.sessions.create(record)
+            await stores.records.add_audit_event(AuditEvent("launch", NOW, user_id=record.user_id))
+            if fail:
+                raise LookupError
+
+    async def body() -> list[BaseException | None]:
+        members = (member(kept[0], False), member(undone, True), member(kept[1], False))
+        return list(await asyncio.gather(*members, return_exceptions=True))
+
+    outcomes = asyncio.run(body())
+    assert [type(o) for o in outcomes] == [type(None), LookupError, type(None)]
+    assert _committed_rows(stores) == {kept[0].id_hash, kept[1].id_hash}
+
+    async def audited() -> list[str | None]:
+        return [e.user_id for e in await stores.records.list_audit_events()]
+
+    assert sorted(u for u in asyncio.run(audited()) if u) == ["kept1", "kept2"]
+
+
+def test_a_failed_shared_commit_fails_every_member_and_keeps_nothing(stores: SqliteStores) -> None:
+    # A deferred constraint is checked at COMMIT: the one real way to make SQLite refuse a commit
+    # without breaking the disk (the schema has none; a full disk fails the same way).
+    stores.conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    stores.conn.execute("CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)")
+    records = [_record(f"u{i}") for i in range(3)]
+
+    async def member(record: SessionRecord, orphan: bool) -> None:
+        async with stores.atomic():
+            await stores.sessions.create(record)
+            if orphan:
+                await stores.sessions.db.execute("INSERT INTO child (p) VALUES (42)")  # type: ignore[attr-defined]
+
+    async def body() -> list[BaseException | None]:
+        members = [member(r, i == 1) for i, r in enumerate(records)]
+        return await asyncio.gather(*members, return_exceptions=True)
+
+    outcomes = asyncio.run(body())
+    assert all(isinstance(o, sqlite3.IntegrityError) for o in outcomes), outcomes
+    assert _committed_rows(stores) == set()
+    assert not stores.conn.in_transaction
+
+    async def again() -> None:  # and the connection is usable again
+        async with stores.atomic():
+            await stores.sessions.create(records[0])
+
+    asyncio.run(again())
+    assert _committed_rows(stores) == {records[0].id_hash}
+
+
+def test_a_write_outside_any_transaction_that_lands_in_the_shared_one_waits_for_its_commit(
+    stores: SqliteStores,
+) -> None:
+    ending, created = _record("ending"), _record("created")
+    asyncio.run(stores.sessions.create(ending))
+    seen: dict[str, bool] = {}
+
+    async def creator() -> None:
+        async with stores.atomic():
+            await stores.sessions.create(created)
+
+    async def logout() -> None:
+        # Runs in the same loop turn as the creator, after it began the shared transaction.
+        assert stores.database.pending is not None
+        assert await stores.sessions.delete(ending.id_hash)
+        seen["gone on return"] = ending.id_hash not in _committed_rows(stores)
+        assert await stores.sessions.get(created.id_hash) == created  # a read does not wait
+
+    async def body() -> None:
+        await asyncio.gather(creator(), logout())
+
+    asyncio.run(body())
+    assert seen == {"gone on return": True}
+    assert _committed_rows(stores) == {created.id_hash}
+
+
+def test_a_member_cancelled_while_its_commit_is_pending_reports_the_committed_write(
+    stores: SqliteStores,
+) -> None:
+    """A request's deadline firing in the one loop turn before the commit must not answer 503
+    for a write that was then kept (a create's token would be used up)."""
+    record = _record()
+
+    async def member() -> str:
+        async with stores.atomic():
+            await stores.sessions.create(record)
+        return "done"
+
+    async def body() -> str:
+        task = asyncio.ensure_future(member())
+        await asyncio.sleep(0)  # the member has released its savepoint and waits for the commit
+        assert stores.database.pending is not None
+        task.cancel()
+        return await task
+
+    assert asyncio.run(body()) == "done"
+    assert _committed_rows(stores) == {record.id_hash}

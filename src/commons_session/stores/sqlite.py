@@ -9,14 +9,15 @@ Each process opens its own connection; WAL lets readers proceed while one writer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import DatabaseMissing, SchemaTooNew, StoreUnavailable
 from .base import Stores
@@ -31,6 +32,8 @@ MIN_FREE_BYTES = 1 << 20
 #: Written beside the database when it is first created: a start that finds the marker but not
 #: the database refuses (``DatabaseMissing``) instead of creating an empty one.
 MARKER_SUFFIX = ".created"
+
+T = TypeVar("T")
 
 
 class FileGuard:
@@ -162,6 +165,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
     # can drop the last commits. docs/sessions.md says so.
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA temp_store = MEMORY")
     # Read pages straight from the OS page cache instead of copying them into SQLite's 2 MB
     # cache, which a million sessions (~1 GB) miss on nearly every lookup: 16 -> 12 µs per
     # lookup at 1M sessions (docs/performance.md). Address space only, not memory.
@@ -182,14 +186,59 @@ def _translated() -> Iterator[None]:
         raise StoreUnavailable() from exc
 
 
-class _SqliteConnection:
+def _fetchone(cursor: sqlite3.Cursor) -> Row | None:
+    row: Row | None = cursor.fetchone()
+    return row
+
+
+def _fetchall(cursor: sqlite3.Cursor) -> list[Row]:
+    return cursor.fetchall()
+
+
+def _rowcount(cursor: sqlite3.Cursor) -> int:
+    return cursor.rowcount
+
+
+def _retrieve(pending: asyncio.Future[None]) -> None:
+    """Mark a failed commit's exception as seen, so one no member waited for logs nothing."""
+    if not pending.cancelled():
+        pending.exception()
+
+
+async def _committed(pending: asyncio.Future[None]) -> None:
+    """Wait for the shared commit, and raise what it raised. A cancellation that arrives
+    meanwhile (a request's deadline) waits for the commit too, which comes at the next turn of
+    the loop: once it is known, a committed write is reported done, so that a create the store
+    kept is never answered 503 with its token used up."""
+    while not pending.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(pending)
+    pending.result()
+
+
+class SqliteDatabase:
+    """One connection, shared by a process's requests, with group commit.
+
+    Write transactions that begin in the same turn of the event loop share one SQLite
+    transaction and one ``COMMIT``, issued by a callback at the next turn; each is a savepoint
+    inside it, so one that fails is undone alone, and each is answered only after the shared
+    commit (a failed commit fails all of them, and none was acknowledged). A write outside any
+    transaction while one is open joins it the same way. The commit writes the WAL frames of
+    every page the group dirtied once: the last pages of the session and audit tables and of
+    their time indexes are shared by every create of the turn.
+
+    Inside ``atomic()`` no other task may run a statement (the body must not wait on anything
+    else), so one member's statements are never interleaved with another's."""
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        #: The task inside ``SqliteDatabase.atomic``, while one is: its transaction is open on
-        #: this connection, and any other task's statement would land in it.
+        #: The task inside ``atomic``, while one is: any other task's statement would land in
+        #: its savepoint.
         self.owner: asyncio.Task[Any] | None = None
         #: Checked before every write outside a transaction and before a transaction begins.
         self.guard: FileGuard | None = None
+        #: The shared transaction's commit, while one is open.
+        self.pending: asyncio.Future[None] | None = None
 
     def _check_owner(self) -> None:
         if self.owner is not None and asyncio.current_task() is not self.owner:
@@ -198,6 +247,8 @@ class _SqliteConnection:
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         if self.owner is not None:
             self._check_owner()
+        elif self.pending is not None:
+            return await self._joined(sql, params, _fetchone)
         elif self.guard is not None:
             self.guard.check_read()
         with _translated():
@@ -207,6 +258,8 @@ class _SqliteConnection:
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         if self.owner is not None:
             self._check_owner()
+        elif self.pending is not None:
+            return await self._joined(sql, params, _fetchall)
         elif self.guard is not None:
             self.guard.check_read()
         with _translated():
@@ -215,33 +268,39 @@ class _SqliteConnection:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         if self.owner is not None:
             self._check_owner()
+        elif self.pending is not None:
+            return await self._joined(sql, params, _rowcount)
         elif self.guard is not None:
             self.guard.check()
         with _translated():
             return self.conn.execute(sql, params).rowcount
 
+    async def _joined(self, sql: str, params: Sequence[Any], fetch: Callable[[sqlite3.Cursor], T]) -> T:
+        """A statement outside any transaction while the shared one is open: it runs inside it
+        (a connection has one transaction), and if it changed a row, it is answered once that
+        transaction has committed, like the transactions beside it."""
+        pending = self.pending
+        assert pending is not None
+        before = self.conn.total_changes
+        try:
+            with _translated():
+                result = fetch(self.conn.execute(sql, params))
+        except BaseException:
+            self._lost_if_rolled_back()
+            raise
+        if self.conn.total_changes != before:
+            await _committed(pending)
+        return result
 
-class SqliteDatabase(_SqliteConnection):
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_SqliteConnection]:
-        # IMMEDIATE takes the write lock up front, so two processes never both read and then
-        # both try to write. Nothing awaits inside on this backend, so the loop cannot
-        # interleave another request's statements into the transaction.
+    async def transaction(self) -> AsyncIterator[SqliteDatabase]:
         if self.owner is not None:  # inside atomic(): a savepoint keeps this one all or nothing
             self._check_owner()
             async with self._savepoint():
                 yield self
             return
-        if self.guard is not None:
-            self.guard.check()
-        with _translated():
-            self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self.atomic():
             yield self
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self._commit()
 
     @asynccontextmanager
     async def _savepoint(self) -> AsyncIterator[None]:
@@ -257,6 +316,84 @@ class SqliteDatabase(_SqliteConnection):
         with _translated():
             self.conn.execute("RELEASE nested")
 
+    @asynccontextmanager
+    async def atomic(self) -> AsyncIterator[None]:
+        """One write transaction for everything this task does inside (see
+        ``SessionStore.atomic``), committed with the others of this loop turn. Nested, it joins."""
+        if self.owner is not None:
+            self._check_owner()
+            yield
+            return
+        # The first member needs no savepoint: nothing else is in the transaction yet, and
+        # nothing can join while its body runs (two statements fewer on every lone create).
+        first = self.pending is None
+        pending = self._begin()
+        if not first:
+            with _translated():
+                self.conn.execute("SAVEPOINT member")
+        self.owner = asyncio.current_task()
+        try:
+            yield
+        except BaseException:
+            self.owner = None
+            if not self.conn.in_transaction:
+                self._lost_if_rolled_back()
+            elif first:
+                self.pending = None
+                self.conn.execute("ROLLBACK")
+                pending.set_result(None)  # nothing was in it but this member's writes
+            else:
+                self.conn.execute("ROLLBACK TO member")
+                self.conn.execute("RELEASE member")
+            raise
+        self.owner = None
+        if not first:
+            try:
+                with _translated():
+                    self.conn.execute("RELEASE member")
+            except BaseException:
+                self._lost_if_rolled_back()
+                raise
+        elif not self.conn.in_transaction:
+            self._lost_if_rolled_back()
+        await _committed(pending)
+
+    def _begin(self) -> asyncio.Future[None]:
+        """The open shared transaction's commit; a new transaction if none is open."""
+        if self.pending is None:
+            if self.guard is not None:
+                self.guard.check()
+            with _translated():
+                self.conn.execute("BEGIN IMMEDIATE")
+            loop = asyncio.get_running_loop()
+            self.pending = loop.create_future()
+            self.pending.add_done_callback(_retrieve)
+            loop.call_soon(self._commit_group)
+        return self.pending
+
+    def _commit_group(self) -> None:
+        pending = self.pending
+        if pending is None:  # already settled: the transaction was lost, or the store closed
+            return
+        if self.owner is not None:  # a member is between statements: it commits with this group
+            asyncio.get_running_loop().call_soon(self._commit_group)
+            return
+        self.pending = None
+        try:
+            self._commit()
+        except BaseException as exc:
+            pending.set_exception(exc)
+        else:
+            pending.set_result(None)
+
+    def _lost_if_rolled_back(self) -> None:
+        """Some errors (I/O, a full disk) make SQLite roll the whole transaction back by itself:
+        then every member of the group has lost its writes, and hears so."""
+        pending = self.pending
+        if pending is not None and not self.conn.in_transaction:
+            self.pending = None
+            pending.set_exception(StoreUnavailable("The write transaction was rolled back."))
+
     def _commit(self) -> None:
         # Some errors (I/O, a full disk) make SQLite roll the whole transaction back by itself:
         # then COMMIT finds none and fails, and the caller hears that nothing was kept.
@@ -268,29 +405,18 @@ class SqliteDatabase(_SqliteConnection):
                 self.conn.execute("ROLLBACK")
             raise
 
-    @asynccontextmanager
-    async def atomic(self) -> AsyncIterator[None]:
-        """One write transaction for everything this task does inside (see
-        ``SessionStore.atomic``): one commit instead of one per statement. Nested, it joins."""
-        task = asyncio.current_task()
-        if self.owner is not None:
-            self._check_owner()
-            yield
+    def flush(self) -> None:
+        """Settle the open shared transaction now, before the connection closes: committed, or
+        rolled back if a member is still inside it (its savepoint is not finished)."""
+        pending = self.pending
+        if pending is None:
             return
-        if self.guard is not None:
-            self.guard.check()
-        with _translated():
-            self.conn.execute("BEGIN IMMEDIATE")
-        self.owner = task
-        try:
-            yield
-        except BaseException:
-            self.owner = None
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        self.owner = None
-        self._commit()
+        if self.owner is not None:
+            self.owner = self.pending = None
+            self.conn.execute("ROLLBACK")
+            pending.set_exception(StoreUnavailable("The store closed during a write."))
+            return
+        self._commit_group()
 
 
 class _SqliteSessions(SqlSessions):
@@ -322,7 +448,7 @@ class SqliteStores(Stores):
         elif schema_version(conn) > latest_version():
             raise SchemaTooNew()
         self.conn = conn
-        db = SqliteDatabase(conn)
+        db = self.database = SqliteDatabase(conn)
         if on_disk:
             if fresh or not marker.exists():
                 marker.write_text(f"created {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
@@ -337,4 +463,5 @@ class SqliteStores(Stores):
             self.conn.execute("SELECT 1 FROM institutions LIMIT 1").fetchall()
 
     async def close(self) -> None:
+        self.database.flush()
         self.conn.close()
