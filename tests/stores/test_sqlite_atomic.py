@@ -202,6 +202,33 @@ def test_the_transactions_of_one_loop_turn_share_one_commit_and_each_returns_aft
     assert visible_on_return == [True] * len(records)
 
 
+def test_lone_writes_of_one_loop_turn_share_one_commit_and_each_returns_after_it(
+    stores: SqliteStores,
+) -> None:
+    """Audit rows, logouts and touches made outside a transaction batch the same way (on the
+    Redis configuration every create's audit row is such a write)."""
+    records = [_record(f"u{i}") for i in range(10)]
+
+    async def seed() -> None:
+        for record in records:
+            await stores.sessions.create(record)
+
+    asyncio.run(seed())
+    commits = _commits(stores)
+    gone_on_return: list[bool] = []
+
+    async def logout(record: SessionRecord) -> None:
+        assert await stores.sessions.delete(record.id_hash)
+        gone_on_return.append(record.id_hash not in _committed_rows(stores))
+
+    async def body() -> None:
+        await asyncio.gather(*(logout(r) for r in records))
+
+    asyncio.run(body())
+    assert commits == ["COMMIT"]
+    assert gone_on_return == [True] * len(records)
+
+
 def test_a_member_that_fails_is_undone_alone_and_the_others_commit(stores: SqliteStores) -> None:
     kept, undone = [_record("kept1"), _record("kept2")], _record("undone")
 

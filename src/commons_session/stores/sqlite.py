@@ -223,9 +223,10 @@ class SqliteDatabase:
     transaction and one ``COMMIT``, issued by a callback at the next turn; each is a savepoint
     inside it, so one that fails is undone alone, and each is answered only after the shared
     commit (a failed commit fails all of them, and none was acknowledged). A write outside any
-    transaction while one is open joins it the same way. The commit writes the WAL frames of
-    every page the group dirtied once: the last pages of the session and audit tables and of
-    their time indexes are shared by every create of the turn.
+    transaction (an audit row, a logout, a touch) is a transaction of its own, shared the same
+    way; a statement that returns rows joins an open one, and waits for it only if it wrote.
+    The commit writes the WAL frames of every page the group dirtied once: the last pages of the
+    session and audit tables and of their time indexes are shared by every create of the turn.
 
     Inside ``atomic()`` no other task may run a statement (the body must not wait on anything
     else), so one member's statements are never interleaved with another's."""
@@ -270,8 +271,10 @@ class SqliteDatabase:
             self._check_owner()
         elif self.pending is not None:
             return await self._joined(sql, params, _rowcount)
-        elif self.guard is not None:
-            self.guard.check()
+        else:  # a write of its own (an audit row, a logout, a touch): it may share a commit too
+            async with self.atomic():
+                with _translated():
+                    return self.conn.execute(sql, params).rowcount
         with _translated():
             return self.conn.execute(sql, params).rowcount
 
