@@ -725,6 +725,21 @@ def test_host_matching(host: str, allowed: list[str], expected: bool) -> None:
     assert host_allowed(host, allowed) is expected
 
 
+def test_remembered_host_verdicts_are_the_same_verdicts_and_stay_bounded() -> None:
+    """The middleware remembers each Host value's verdict; a client sending a new one every
+    time (to grow the memory) finds it cleared, never larger than its bound."""
+    from commons_session.http.hosts import _JUDGED_MAX, TrustedHostMiddleware
+
+    allowed = ["lor.example.edu", "*.tools.example.edu"]
+    middleware = TrustedHostMiddleware(lambda *a: None, allowed, None)  # type: ignore[arg-type]
+    hosts = ["lor.example.edu", "evil.example.edu", "a.tools.example.edu", "lor.example.edu/x"]
+    for _ in range(2):  # judged, then remembered: the same answers
+        assert [middleware._allowed(h.encode()) for h in hosts] == [host_allowed(h, allowed) for h in hosts]
+    for i in range(5 * _JUDGED_MAX):
+        assert middleware._allowed(f"h{i}.example.edu".encode()) is False
+        assert len(middleware.judged) <= _JUDGED_MAX
+
+
 def test_a_protected_metrics_endpoint_wants_its_bearer_token(make_server: Callable[..., Server]) -> None:
     token = secrets.token_urlsafe(24)
     server = make_server(metrics_token=token)

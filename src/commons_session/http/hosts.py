@@ -47,17 +47,32 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
     return False
 
 
+#: Host header values already judged, kept per process; cleared when full, so a client sending
+#: a new value every time costs a judgement each, never memory.
+_JUDGED_MAX = 256
+
+
 class TrustedHostMiddleware:
     def __init__(self, app: ASGIApp, allowed: list[str], public_url: str | None) -> None:
         self.app = app
         self.allowed = allowed
         self.active = public_url is None and "*" not in allowed
+        self.judged: dict[bytes, bool] = {}
+
+    def _allowed(self, host: bytes) -> bool:
+        """``host_allowed``, remembered: every request of a client sends the same value."""
+        verdict = self.judged.get(host)
+        if verdict is None:
+            if len(self.judged) >= _JUDGED_MAX:
+                self.judged.clear()
+            verdict = self.judged[host] = host_allowed(host.decode("latin-1"), self.allowed)
+        return verdict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.active and scope["type"] == "http" and scope["path"] not in _UNCHECKED:
             # None (HTTP/1.0; granian passes it as empty): nothing the client chose to trust.
-            hosts = [v.decode("latin-1") for k, v in scope["headers"] if k == b"host" and v]
-            if len(hosts) > 1 or (hosts and not host_allowed(hosts[0], self.allowed)):
+            hosts = [v for k, v in scope["headers"] if k == b"host" and v]
+            if len(hosts) > 1 or (hosts and not self._allowed(hosts[0])):
                 detail = (
                     "This service does not answer to that Host. Its operator sets "
                     "COMMONS_SESSION_PUBLIC_URL (or COMMONS_SESSION_ALLOWED_HOSTS)."
