@@ -19,20 +19,17 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import free_port, group_cpu  # noqa: E402
+from run import DEFAULTS, Processes, free_port, group_cpu, our_env, start_redis, wait_http  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SEED = """
@@ -66,18 +63,6 @@ Path({ids_path!r}).write_text("\\n".join(ids) + "\\n")
 """
 
 
-def _wait(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}") from None
-            time.sleep(0.1)
-    raise SystemExit(f"server did not answer:\n{log.read_text()[-3000:]}")
-
-
 def _minter(meta: Path) -> Any:
     sys.path.insert(0, str(HERE.parent))  # tests/canvas.py, which the minter signs like
     from ab_create import _Tokens
@@ -102,36 +87,16 @@ def main() -> int:
     ops, stores = args.op or ["healthz", "read"], args.store or ["sqlite"]
     trees = dict(t.split("=", 1) for t in args.tree)
     tmp = Path(tempfile.mkdtemp(prefix="cs-ab-http-"))
-    redis = None
+    processes = Processes()
     procs: dict[tuple[str, str], tuple[subprocess.Popen[bytes], int]] = {}
     try:
-        redis_url = None
-        if "redis" in stores:
-            rport = free_port()
-            redis = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(rport),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                    "--dir",
-                    str(tmp),
-                ],
-                stdout=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            time.sleep(0.5)
-            redis_url = f"redis://127.0.0.1:{rport}"
+        redis = start_redis(processes, tmp) if "redis" in stores else None
         for t, (name, tree) in enumerate(trees.items()):
-            src = str(Path(tree, "src").resolve())
             for s, store in enumerate(stores):
                 db = tmp / f"{name}-{store}.db"
-                url = f"{redis_url}/{t * len(stores) + s}" if store == "redis" else None
-                env = {k: v for k, v in os.environ.items() if not k.startswith("COMMONS_SESSION_")}
-                env["PYTHONPATH"] = src
+                url = redis.url(t * len(stores) + s) if redis is not None and store == "redis" else None
+                env = our_env(db, url, **(DEFAULTS if args.defaults else {}))
+                env["PYTHONPATH"] = str(Path(tree, "src").resolve())
                 seed = SEED.format(
                     bench=str(HERE),
                     root=str(HERE.parent),
@@ -141,33 +106,11 @@ def main() -> int:
                     ids_path=str(tmp / f"{name}-{store}.ids"),
                 )
                 subprocess.run([sys.executable, "-c", seed], env=env, check=True)
-                env["COMMONS_SESSION_DATABASE_URL"] = f"sqlite:///{db}"
-                if url:
-                    env["COMMONS_SESSION_REDIS_URL"] = url
-                # On, so their cost is measured, but never refusing the one address and institution.
-                env["COMMONS_SESSION_RATE_LIMIT_ADDRESS_FAILURES"] = "1000000000"
-                env["COMMONS_SESSION_RATE_LIMIT_INSTITUTION_REQUESTS"] = "1000000000"
-                env["COMMONS_SESSION_JWT_MAX_AGE"] = "3600"  # tokens are minted before each run
-                if not args.defaults:
-                    env["COMMONS_SESSION_LOG_LEVEL"] = "warning"
-                    env["COMMONS_SESSION_TOUCH_INTERVAL"] = "3600"
-                port = free_port()
-                log = tmp / f"{name}-{store}.log"
-                cmd = [
-                    str(BIN / "python"),
-                    "-m",
-                    "commons_session",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ]
-                proc = subprocess.Popen(
-                    cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
-                )
+                port, log = free_port(), tmp / f"{name}-{store}.log"
+                serve = [str(BIN / "python"), "-m", "commons_session", "serve", "--host", "127.0.0.1"]
+                proc = processes.start([*serve, "--port", str(port)], env, log, tmp)
                 procs[(name, store)] = (proc, port)
-                _wait(port, proc, log)
+                wait_http(f"http://127.0.0.1:{port}", proc, log)
         results: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
         minters: dict[tuple[str, str], Any] = {}
         for rnd in range(args.rounds + 1):  # round 0 warms up
@@ -217,14 +160,7 @@ def main() -> int:
                 f"| {label} | {name} | {rps:,.0f} | {cpu:.0f} | {', '.join(f'{r[0]:,.0f}' for r in runs)} |"
             )
     finally:
-        for proc, _port in procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc, _port in procs.values():
-            proc.wait(timeout=30)
-        if redis is not None:
-            redis.terminate()
-            redis.wait()
+        processes.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
