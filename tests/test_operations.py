@@ -43,7 +43,7 @@ def _log_entries(server: Server, request_id: str) -> list[dict[str, Any]]:
     request, written after its answer) is among them."""
     deadline = time.monotonic() + 10
     while True:
-        entries = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+        entries = server.log_entries()
         if any(e.get("event") == "access" and e.get("request_id") == request_id for e in entries):
             return entries
         assert time.monotonic() < deadline, f"no access line for request {request_id}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import os
 import sqlite3
 import time
@@ -186,17 +187,7 @@ def _translated() -> Iterator[None]:
         raise StoreUnavailable() from exc
 
 
-def _fetchone(cursor: sqlite3.Cursor) -> Row | None:
-    row: Row | None = cursor.fetchone()
-    return row
-
-
-def _fetchall(cursor: sqlite3.Cursor) -> list[Row]:
-    return cursor.fetchall()
-
-
-def _rowcount(cursor: sqlite3.Cursor) -> int:
-    return cursor.rowcount
+_rowcount = operator.attrgetter("rowcount")
 
 
 def _retrieve(pending: asyncio.Future[None]) -> None:
@@ -249,7 +240,7 @@ class SqliteDatabase:
         if self.owner is not None:
             self._check_owner()
         elif self.pending is not None:
-            return await self._joined(sql, params, _fetchone)
+            return await self._joined(sql, params, sqlite3.Cursor.fetchone)
         elif self.guard is not None:
             self.guard.check_read()
         with _translated():
@@ -260,7 +251,7 @@ class SqliteDatabase:
         if self.owner is not None:
             self._check_owner()
         elif self.pending is not None:
-            return await self._joined(sql, params, _fetchall)
+            return await self._joined(sql, params, sqlite3.Cursor.fetchall)
         elif self.guard is not None:
             self.guard.check_read()
         with _translated():
@@ -366,6 +357,8 @@ class SqliteDatabase:
         if self.pending is None:
             if self.guard is not None:
                 self.guard.check()
+            # IMMEDIATE takes the write lock up front, so two processes never both read and
+            # then both try to write.
             with _translated():
                 self.conn.execute("BEGIN IMMEDIATE")
             loop = asyncio.get_running_loop()
