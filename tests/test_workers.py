@@ -188,3 +188,26 @@ def test_two_thousand_slow_clients_leave_healthz_create_and_read_under_a_second(
         for s in slow:
             s.close()
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /api/sessions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n40\r\n{",
+        b"POST /api/sessions HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{",
+        b"POST /api/sessions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"content-LENGTH: 100\r\n\r\n{",
+    ],
+    ids=["chunked", "http-1.0", "header-case"],
+)
+def test_every_way_of_announcing_a_body_is_timed(slow_limits: Server, head: bytes) -> None:
+    """Requests without a body skip the body deadline (nothing to wait for); every other way a
+    request can say it has one (chunked, HTTP/1.0, any header case) is still timed: 408, closed."""
+    host, port = slow_limits.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head)
+        answer = _closed_within(s, 5)
+    assert answer.startswith((b"HTTP/1.1 408", b"HTTP/1.0 408")), answer[:200]
+    assert b"body_timeout" in answer

@@ -2,7 +2,7 @@
 JSON is the default because the service's output goes to a log collector in production; a
 person running it by hand may prefer ``COMMONS_SESSION_LOG_FORMAT=text``.
 
-The request id lives in a context variable set by ``http.middleware.AccessLogMiddleware``, so
+The request id lives in a context variable set by ``http.middleware.RequestMiddleware``, so
 every line logged while a request is handled (the access line, refusals, store failures, audit
 write failures) names it without being passed around. Fields given as
 ``extra={"fields": {...}}`` become top-level keys of the line.

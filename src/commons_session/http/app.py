@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import gc
@@ -13,11 +12,10 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
 from ..domain.audit import AuditEvent, EventSink
-from ..domain.service import REQUEST_STARTED, InstitutionGuard, Policy, SessionService
+from ..domain.service import InstitutionGuard, Policy, SessionService
 from ..domain.terms import Terms
 from ..errors import StoreError, StoreUnavailable
 from ..logs import configure_logging, flush_access_lines, request_id
@@ -27,7 +25,7 @@ from ..stores.factory import make_counter
 from .bodies import BodyDeadlineMiddleware
 from .hosts import TrustedHostMiddleware
 from .jwks import make_jwks_fetcher
-from .middleware import AccessLogMiddleware, SecurityHeadersMiddleware
+from .middleware import RequestMiddleware
 from .problems import exception_handlers
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .router import IndexedRouter
@@ -49,19 +47,6 @@ def audit_sink(records: RecordStore) -> EventSink:
             raise
 
     return write
-
-
-class RequestClockMiddleware:
-    """Notes when each request began (``REQUEST_STARTED``), so a create's one store timeout
-    covers the rate-limit counter charged before the route runs."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            REQUEST_STARTED.set(asyncio.get_running_loop().time())
-        await self.app(scope, receive, send)
 
 
 def build_service(
@@ -143,9 +128,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         middleware=[
-            Middleware(RequestClockMiddleware),
-            Middleware(AccessLogMiddleware),
-            Middleware(SecurityHeadersMiddleware),
+            Middleware(RequestMiddleware),
             Middleware(TrustedHostMiddleware, allowed=settings.allowed_hosts, public_url=settings.public_url),
             Middleware(BodyDeadlineMiddleware, timeout=settings.body_read_timeout),
             Middleware(RateLimitMiddleware, limiter=limiter, trusted_proxies=trusted),

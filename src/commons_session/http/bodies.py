@@ -51,7 +51,7 @@ class BodyDeadlineMiddleware:
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _may_have_body(scope):
             await self.app(scope, receive, send)
             return
         deadline = asyncio.get_running_loop().time() + self.timeout
@@ -89,6 +89,16 @@ class BodyDeadlineMiddleware:
                 headers={"Connection": "close"},
             )
             await response(scope, receive, send)
+
+
+def _may_have_body(scope: Scope) -> bool:
+    """In HTTP/1.x a request has a body only if it says so (RFC 9112 §6.3): without a
+    Content-Length or a Transfer-Encoding there is none to wait for, and nothing to time (most
+    GETs: the session read skips this layer's wrappers). HTTP/2 signals a body by frames, not
+    headers, so every HTTP/2 request is timed."""
+    if scope.get("http_version") not in ("1.1", "1.0"):
+        return True
+    return any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
 
 
 @dataclass(frozen=True, slots=True)

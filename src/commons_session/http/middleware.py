@@ -3,22 +3,24 @@ task per request)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import re
-import secrets
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..domain.service import REQUEST_STARTED
 from ..logs import request_id, write_access_line
 from ..metrics import metrics
 
 __all__ = [
     "CLIENT_ADDRESS",
-    "AccessLogMiddleware",
-    "SecurityHeadersMiddleware",
+    "SECURITY_HEADERS",
+    "RequestMiddleware",
     "accept_request_id",
     "redact_path",
     "redact_query",
@@ -77,10 +79,13 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 def accept_request_id(offered: str | None) -> str:
-    """The caller's ``X-Request-ID`` if it is acceptable, else a new random one."""
+    """The caller's ``X-Request-ID`` if it is acceptable, else a new random one. A request id
+    correlates log lines and grants nothing, so it comes from ``random`` (reseeded in every
+    forked worker) rather than the OS: ``os.urandom`` is a system call that hands the GIL to
+    the server's threads on every request."""
     if offered and _REQUEST_ID.fullmatch(offered) and not _LONG_RUN.search(offered):
         return offered
-    return secrets.token_hex(8)
+    return f"{random.getrandbits(64):016x}"
 
 
 def route_template(scope: Scope) -> str:
@@ -90,41 +95,26 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
-class SecurityHeadersMiddleware:
-    """Every answer may carry an id (in a body or a Set-Cookie), so none may be cached or leak
-    its URL through a Referer."""
-
-    HEADERS = (
-        (b"cache-control", b"no-store"),
-        (b"referrer-policy", b"no-referrer"),
-        (b"x-content-type-options", b"nosniff"),
-    )
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in self.HEADERS if h[0] not in present)
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)
+#: On every answer: any may carry an id (in a body or a Set-Cookie), so none may be cached or
+#: leak its URL through a Referer. A header the route set itself is kept.
+SECURITY_HEADERS = (
+    (b"cache-control", b"no-store"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+)
 
 
 _Series = tuple[Callable[[float], None], Callable[[float], None]]
 
 
-class AccessLogMiddleware:
-    """Per request: a request id (echoed as ``X-Request-ID`` and on every log line of the
-    request), the request metrics, and one JSON access line with ids and tokens redacted."""
+class RequestMiddleware:
+    """The outermost of our layers, per request: when it began (``REQUEST_STARTED``, so a
+    create's one store timeout covers the rate-limit charge made before the route runs), a
+    request id (echoed as ``X-Request-ID`` and on every log line of the request), the security
+    headers, the request metrics, and one JSON access line with ids and tokens redacted.
+
+    One layer rather than one per concern: each layer is a call and a send wrapper on every
+    request, and these four always run together."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -153,6 +143,7 @@ class AccessLogMiddleware:
         # Not reset afterwards: the 500 handler runs outside this middleware and logs with it.
         # Each request runs in a task of its own, so the value never leaks into another.
         request_id.set(rid)
+        REQUEST_STARTED.set(asyncio.get_running_loop().time())
         start = time.perf_counter()
         status = 500  # if the app dies before answering, the server answers 500
 
@@ -160,7 +151,11 @@ class AccessLogMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                headers.append((b"x-request-id", rid.encode()))
+                message["headers"] = headers
             await send(message)
 
         try:

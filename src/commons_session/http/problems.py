@@ -16,7 +16,7 @@ from .. import errors
 from ..logs import request_id
 from . import pages
 from .framing import framed
-from .middleware import SecurityHeadersMiddleware, redact_path
+from .middleware import SECURITY_HEADERS, redact_path
 
 __all__ = ["ProblemResponse", "exception_handlers", "problem", "status_for"]
 
@@ -145,7 +145,7 @@ def _allowed(request: Request) -> str:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
     # This handler runs outside the middleware stack, so it adds the security headers itself.
-    headers = {name.decode(): value.decode() for name, value in SecurityHeadersMiddleware.HEADERS}
+    headers = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
     rid = request_id.get()
     if rid is not None:
         headers["X-Request-ID"] = rid
