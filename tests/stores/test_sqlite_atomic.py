@@ -330,3 +330,42 @@ def test_a_member_cancelled_while_its_commit_is_pending_reports_the_committed_wr
 
     assert asyncio.run(body()) == "done"
     assert _committed_rows(stores) == {record.id_hash}
+
+
+def test_the_read_guard_checks_the_shm_once_per_loop_turn_and_again_in_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads of one turn share one ``access`` of the -shm; the next turn checks again, so an
+    -shm made read-only (the SIGBUS case) refuses the next turn's reads."""
+    import os
+
+    stores = SqliteStores(tmp_path / "guard.db")
+    calls: list[str] = []
+    real_access = os.access
+    writable = {"shm": True}
+
+    def access(path: str, mode: int) -> bool:
+        if path.endswith("-shm"):
+            calls.append(path)
+            return writable["shm"]
+        return bool(real_access(path, mode))
+
+    monkeypatch.setattr(os, "access", access)
+    db = stores.database
+
+    async def go() -> None:
+        await asyncio.gather(*(db.fetchone("SELECT 1") for _ in range(10)))
+        assert len(calls) == 1
+        await asyncio.sleep(0)
+        await db.fetchone("SELECT 1")
+        assert len(calls) == 2
+        writable["shm"] = False
+        await asyncio.sleep(0)
+        with pytest.raises(StoreUnavailable):
+            await db.fetchone("SELECT 1")
+
+    try:
+        asyncio.run(go())
+    finally:
+        monkeypatch.undo()
+        asyncio.run(stores.close())

@@ -57,6 +57,8 @@ class FileGuard:
         st = os.stat(path)
         self.identity = (st.st_dev, st.st_ino)
         self.shm = path + "-shm"
+        #: The -shm was found writable in this turn of the event loop.
+        self.read_checked = False
 
     def fault(self) -> str | None:
         try:
@@ -87,9 +89,23 @@ class FileGuard:
             raise StoreUnavailable(f"The session store is unavailable: {reason}.")
 
     def check_read(self) -> None:
-        """Before a read outside a transaction: only what could crash the process."""
+        """Before a read outside a transaction: only what could crash the process. Once per
+        turn of the event loop: the reads of one turn follow each other within microseconds,
+        like a check and its statement, and each ``access`` is a system call that hands the GIL
+        to the server's threads (under load, one per read: ~5% of a read's CPU)."""
+        if self.read_checked:
+            return
         if not os.access(self.shm, os.W_OK) and os.path.exists(self.shm):
             self.check()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside a loop: nothing to share the verdict with
+            return
+        self.read_checked = True
+        loop.call_soon(self._forget_read_check)
+
+    def _forget_read_check(self) -> None:
+        self.read_checked = False
 
 
 def _migrations() -> list[tuple[int, str]]:
