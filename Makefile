@@ -64,8 +64,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# One pytest worker per core (tests/backends.py gives every test its own databases and servers);
+# a module's tests stay on one worker, beside the fixtures they share. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
 pytest: install bench-tools
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
