@@ -11,6 +11,7 @@ in the shared one waits for its commit too."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,13 +334,10 @@ def test_a_member_cancelled_while_its_commit_is_pending_reports_the_committed_wr
 
 
 def test_the_read_guard_checks_the_shm_once_per_loop_turn_and_again_in_the_next(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stores: SqliteStores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Reads of one turn share one ``access`` of the -shm; the next turn checks again, so an
     -shm made read-only (the SIGBUS case) refuses the next turn's reads."""
-    import os
-
-    stores = SqliteStores(tmp_path / "guard.db")
     calls: list[str] = []
     real_access = os.access
     writable = {"shm": True}
@@ -364,8 +362,4 @@ def test_the_read_guard_checks_the_shm_once_per_loop_turn_and_again_in_the_next(
         with pytest.raises(StoreUnavailable):
             await db.fetchone("SELECT 1")
 
-    try:
-        asyncio.run(go())
-    finally:
-        monkeypatch.undo()
-        asyncio.run(stores.close())
+    asyncio.run(go())

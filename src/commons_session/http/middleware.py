@@ -7,7 +7,6 @@ import asyncio
 import logging
 import random
 import re
-import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode
 
@@ -143,8 +142,9 @@ class RequestMiddleware:
         # Not reset afterwards: the 500 handler runs outside this middleware and logs with it.
         # Each request runs in a task of its own, so the value never leaks into another.
         request_id.set(rid)
-        REQUEST_STARTED.set(asyncio.get_running_loop().time())
-        start = time.perf_counter()
+        clock = asyncio.get_running_loop().time  # monotonic: one clock for both uses
+        start = clock()
+        REQUEST_STARTED.set(start)
         status = 500  # if the app dies before answering, the server answers 500
 
         async def send_wrapper(message: Message) -> None:
@@ -161,7 +161,7 @@ class RequestMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            seconds = time.perf_counter() - start
+            seconds = clock() - start
             method = scope["method"] if scope["method"] in _METHODS else "other"
             count, observe = self._series(method, route_template(scope), status)
             count(1)
