@@ -2,14 +2,15 @@
 
 bench/ab_create.py compares trees in-process; what granian adds (the GIL hand-off, its
 connection settings, the access line's write) only shows over a socket. Each tree serves from
-its own process group, one worker, with the bench's settings (or the defaults with
+its own process group, one worker (or ``--workers N``), with the bench's settings (or the defaults with
 ``--defaults``); wrk drives ``/healthz``, reads of 1,000 sessions and creates (a fresh Canvas
 JWT each, for onboarded users), the trees interleaved round by round (A B A B ...), so drift on
 a shared machine hits each alike. Stores are seeded by each tree's own code, so trees with
 different schemas compare fairly.
 
 Usage: .venv/bin/python bench/ab_http.py --tree old=/tmp/old --tree new=. [--op healthz --op read --op create]
-    [--store sqlite --store redis] [--rounds 5] [--seconds 3] [--defaults]
+    [--store sqlite --store redis] [--rounds 5] [--seconds 3] [--defaults] [--workers 2]
+    [--env new:COMMONS_SESSION_LOG_LEVEL=warning]  (a tree may be named twice: --tree a=. --tree b=.)
 ``--store redis`` starts a throwaway redis-server on a free port. Needs wrk (make bench-tools).
 """
 
@@ -80,6 +81,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per server")
+    parser.add_argument(
+        "--env", action="append", default=[], help="NAME:KEY=VALUE, a setting for one tree's servers only"
+    )
     parser.add_argument(
         "--defaults", action="store_true", help="the service's defaults (access log on, touch 60 s)"
     )
@@ -96,6 +101,11 @@ def main() -> int:
                 db = tmp / f"{name}-{store}.db"
                 url = redis.url(t * len(stores) + s) if redis is not None and store == "redis" else None
                 env = our_env(db, url, **(DEFAULTS if args.defaults else {}))
+                for setting in args.env:  # NAME:KEY=VALUE
+                    target, _, key_value = setting.partition(":")
+                    if target == name:
+                        key, _, value = key_value.partition("=")
+                        env[key] = value
                 env["PYTHONPATH"] = str(Path(tree, "src").resolve())
                 seed = SEED.format(
                     bench=str(HERE),
@@ -108,6 +118,7 @@ def main() -> int:
                 subprocess.run([sys.executable, "-c", seed], env=env, check=True)
                 port, log = free_port(), tmp / f"{name}-{store}.log"
                 serve = [str(BIN / "python"), "-m", "commons_session", "serve", "--host", "127.0.0.1"]
+                serve += ["--workers", str(args.workers)]
                 proc = processes.start([*serve, "--port", str(port)], env, log, tmp)
                 procs[(name, store)] = (proc, port)
                 wait_http(f"http://127.0.0.1:{port}", proc, log)
@@ -148,7 +159,7 @@ def main() -> int:
                             )
         setting = "defaults" if args.defaults else "bench settings"
         print(
-            f"1 worker, {args.connections} connections, {setting},"
+            f"{args.workers} worker(s), {args.connections} connections, {setting},"
             f" median of {args.rounds} interleaved {args.seconds} s runs\n"
         )
         print("| operation | tree | req/s | CPU µs/req | runs (req/s) |")

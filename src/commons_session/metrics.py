@@ -144,6 +144,7 @@ class _InstrumentedStores(Stores):
             cast(OnceStore, _Timed(inner.once, "once")),
         )
         self.inner = inner
+        self.claims_in_transaction = inner.claims_in_transaction
 
     async def open(self) -> None:
         await self.inner.open()

@@ -24,6 +24,7 @@ from commons_session.domain.models import Identity, Profile, SessionRecord
 from commons_session.domain.service import Policy, SessionService
 from commons_session.domain.terms import Terms
 from commons_session.errors import StoreUnavailable
+from commons_session.stores import sqlite as sqlite_module
 from commons_session.stores.sqlite import SqliteStores
 
 from ..canvas import CanvasUser, FakeCanvas
@@ -139,12 +140,15 @@ class _Create:
 def test_a_create_commits_its_claim_session_and_audit_row_once(stores: SqliteStores) -> None:
     world = _Create(stores)
     world.create(world.canvas.jwt_token(world.user))
-    writes = [s.split(" (")[0].split(" SET ")[0] for s in world.statements if not s.startswith("SELECT")]
+    writes = [
+        s.split(" (")[0].split(" SET ")[0]
+        for s in world.statements
+        if not s.startswith(("SELECT", "PRAGMA busy_timeout"))  # the lock's wait, tested below
+    ]
     assert writes == [
         "BEGIN IMMEDIATE",  # alone in its loop turn: no savepoint
-        "INSERT INTO once_claims",
+        "INSERT INTO once_claims",  # final at once: the transaction takes it back on failure
         "INSERT INTO sessions",
-        "UPDATE once_claims",  # the provisional claim made final
         "INSERT INTO audit_events",
         "COMMIT",
     ]
@@ -363,3 +367,107 @@ def test_the_read_guard_checks_the_shm_once_per_loop_turn_and_again_in_the_next(
             await db.fetchone("SELECT 1")
 
     asyncio.run(go())
+
+
+# -- another process's write lock ---------------------------------------------------------------
+
+
+class _OtherProcess:
+    """A second connection to the file, as another worker holds it: SQLite's locks between two
+    connections of one process are the same as between two processes."""
+
+    def __init__(self, stores: SqliteStores) -> None:
+        self.conn = sqlite3.connect(stores.path, isolation_level=None)
+
+    def lock(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+        self.conn.close()
+
+
+def test_a_writer_waiting_for_another_process_lock_leaves_the_loop_serving(stores: SqliteStores) -> None:
+    """SQLite's own wait for the lock (busy_timeout) sleeps in the event loop's thread: nothing
+    else of the worker ran until the other process committed, and here, where that commit is
+    itself a loop callback, the write would have failed after five seconds."""
+    known, new = _record("known"), _record("new")
+    asyncio.run(stores.sessions.create(known))
+    other = _OtherProcess(stores)
+    other.lock()
+    served: list[bool] = []
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        loop.call_later(0.2, other.commit)
+        write = asyncio.ensure_future(stores.sessions.create(new))
+        while not write.done():  # the loop goes on: reads are answered while the write waits
+            served.append(await stores.sessions.get(known.id_hash) == known)
+            await asyncio.sleep(0.02)
+        await write
+        assert 0.2 <= loop.time() - started < 2
+
+    asyncio.run(body())
+    assert len(served) >= 5 and all(served)
+    assert _committed_rows(stores) == {known.id_hash, new.id_hash}
+
+
+def test_writers_waiting_for_the_lock_join_one_transaction_once_it_is_free(stores: SqliteStores) -> None:
+    records = [_record(f"u{i}") for i in range(10)]
+    other = _OtherProcess(stores)
+    other.lock()
+    begins: list[str] = []
+    stores.conn.set_trace_callback(lambda s: begins.append(s) if s in ("BEGIN IMMEDIATE", "COMMIT") else None)
+
+    async def body() -> None:
+        asyncio.get_running_loop().call_later(0.05, other.commit)
+        await asyncio.gather(*(stores.sessions.create(r) for r in records))
+
+    asyncio.run(body())
+    # Tries while the lock was taken (refused), then one transaction and one commit for all.
+    assert len(begins) > 2 and set(begins[:-1]) == {"BEGIN IMMEDIATE"} and begins[-1] == "COMMIT"
+    assert _committed_rows(stores) == {r.id_hash for r in records}
+
+
+def test_a_lock_held_too_long_is_a_503_and_keeps_nothing(
+    stores: SqliteStores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_MS", 100)
+    waiting = [_record("a"), _record("b")]
+    other = _OtherProcess(stores)
+    other.lock()
+
+    async def body() -> list[BaseException | None]:
+        return await asyncio.gather(*(stores.sessions.create(r) for r in waiting), return_exceptions=True)
+
+    outcomes = asyncio.run(body())
+    assert [type(o) for o in outcomes] == [StoreUnavailable, StoreUnavailable]
+    assert "locked by another process" in str(outcomes[0])
+    other.commit()
+    assert _committed_rows(stores) == set()
+    asyncio.run(stores.sessions.create(waiting[0]))  # and once the lock is free, writes go on
+    assert _committed_rows(stores) == {waiting[0].id_hash}
+
+
+def test_a_waiting_writer_cancelled_hands_the_wait_to_the_next(stores: SqliteStores) -> None:
+    """A request's deadline firing while its write waits for the lock: the writers behind it
+    take over the wait instead of waiting on it forever."""
+    first, second = _record("first"), _record("second")
+    other = _OtherProcess(stores)
+    other.lock()
+
+    async def body() -> None:
+        a = asyncio.ensure_future(stores.sessions.create(first))
+        b = asyncio.ensure_future(stores.sessions.create(second))
+        await asyncio.sleep(0.02)
+        assert stores.database.waiters
+        a.cancel()
+        await asyncio.sleep(0.02)
+        other.commit()
+        await asyncio.wait_for(b, 2)
+        with pytest.raises(asyncio.CancelledError):
+            await a
+
+    asyncio.run(body())
+    assert _committed_rows(stores) == {second.id_hash}

@@ -512,8 +512,11 @@ class SessionService:
         profile = _merge(v11.parse_profile(claims), user.profile)
         # The claim, the session and its audit row in one commit where the backend allows
         # (SQLite: one transaction instead of three), and a failed insert keeps no claim.
+        replayed, in_transaction = TokenReplayed(), self.stores.claims_in_transaction
         async with self.stores.atomic():
-            async with self._single_use("jwt", digest, keep_until, now, TokenReplayed()) as made:
+            async with self._single_use(
+                "jwt", digest, keep_until, now, replayed, in_transaction=in_transaction
+            ) as made:
                 await self._admit(institution)
                 issued = await self._issue(user, profile, institution, user_agent)
                 made.append(issued.record.id_hash)
@@ -538,14 +541,31 @@ class SessionService:
 
     @asynccontextmanager
     async def _single_use(
-        self, namespace: str, key: str, keep_until: float, now: float, replayed: SessionServiceError
+        self,
+        namespace: str,
+        key: str,
+        keep_until: float,
+        now: float,
+        replayed: SessionServiceError,
+        *,
+        in_transaction: bool = False,
     ) -> AsyncIterator[list[bytes]]:
         """Claim ``key`` provisionally (``replayed`` if it is taken), run the body, then make the
         claim final. If the body or the confirmation fails, the claim is given back where the
         store still answers, and where it does not, it lapses by itself after
         ``claim_pending`` seconds: a create that failed for a store fault never uses the token
         up. The body lists the sessions it made, ended again if the claim cannot be confirmed
-        (their ids were never handed out)."""
+        (their ids were never handed out).
+
+        ``in_transaction``: the caller is inside ``atomic()`` of stores whose claims are part of
+        that transaction (``Stores.claims_in_transaction``). The claim is then written final at
+        once: if anything after it fails, the transaction takes it back with the rest, and a
+        crash before the commit keeps neither the claim nor the session."""
+        if in_transaction:
+            if not await self.stores.once.claim(namespace, key, keep_until, now):
+                raise replayed
+            yield []
+            return
         owner = secrets.token_hex(16)
         pending_until = min(keep_until, now + self.policy.claim_pending)
         if not await self.stores.once.claim(namespace, key, pending_until, now, owner):

@@ -321,6 +321,11 @@ class OnceStore:
 class Stores:
     """The three roles a deployment wires together, plus their shared lifecycle."""
 
+    #: Whether ``atomic()`` is one transaction over the sessions and the single-use claims
+    #: (SQLite): a claim written inside it is undone with everything else if the scope fails,
+    #: so it can be written final at once instead of provisional and then confirmed.
+    claims_in_transaction = False
+
     def __init__(self, records: RecordStore, sessions: SessionStore, once: OnceStore) -> None:
         self.records = records
         self.sessions = sessions

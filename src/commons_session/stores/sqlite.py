@@ -2,8 +2,10 @@
 
 Calls run on the event loop thread without handing off to a thread: a primary-key lookup in a
 local file takes about 10 microseconds, a thread hop about ten times that (bench/stack.py).
-Each process opens its own connection; WAL lets readers proceed while one writer commits, and
-``busy_timeout`` queues writers from other processes (``serve --workers N``) instead of failing.
+Each process opens its own connection; WAL lets readers proceed while one writer commits. A
+write transaction that finds another process's (``serve --workers N``) holding the write lock
+waits for it without blocking the event loop (``SqliteDatabase._lock``), up to
+``BUSY_TIMEOUT_MS``; every other statement waits inside SQLite (``busy_timeout``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from .sql import Row, SqlOnce, SqlRecords, SqlSessions, UniqueViolation
 __all__ = ["SqliteDatabase", "SqliteStores", "connect", "latest_version", "migrate", "schema_version"]
 
 BUSY_TIMEOUT_MS = 5_000  # how long a writer waits for another process's transaction
+#: Between tries for another process's write lock, seconds: it is let go at that process's next
+#: loop turn, so the first tries come soon; later ones cost a statement every few milliseconds.
+LOCK_RETRY_DELAYS = (0.0002, 0.0005, 0.001, 0.002, 0.005)
 MMAP_BYTES = 1 << 30  # how much of the file reads may map (SQLite's own cap is 2 GB)
 #: Free space below which writes are refused, before SQLite meets a full disk mid-transaction.
 MIN_FREE_BYTES = 1 << 20
@@ -247,6 +252,9 @@ class SqliteDatabase:
         self.guard: FileGuard | None = None
         #: The shared transaction's commit, while one is open.
         self.pending: asyncio.Future[None] | None = None
+        #: While a task waits for the write lock: the other tasks that want it, woken once it
+        #: is taken (to join that transaction) or given up on.
+        self.waiters: list[asyncio.Future[None]] | None = None
 
     def _check_owner(self) -> None:
         if self.owner is not None and asyncio.current_task() is not self.owner:
@@ -336,8 +344,7 @@ class SqliteDatabase:
             return
         # The first member needs no savepoint: nothing else is in the transaction yet, and
         # nothing can join while its body runs (two statements fewer on every lone create).
-        first = self.pending is None
-        pending = self._begin()
+        pending, first = (self.pending, False) if self.pending is not None else await self._begin()
         if not first:
             with _translated():
                 self.conn.execute("SAVEPOINT member")
@@ -368,20 +375,58 @@ class SqliteDatabase:
             self._lost_if_rolled_back()
         await _committed(pending)
 
-    def _begin(self) -> asyncio.Future[None]:
-        """The open shared transaction's commit; a new transaction if none is open."""
-        if self.pending is None:
-            if self.guard is not None:
-                self.guard.check()
-            # IMMEDIATE takes the write lock up front, so two processes never both read and
-            # then both try to write.
-            with _translated():
-                self.conn.execute("BEGIN IMMEDIATE")
-            loop = asyncio.get_running_loop()
+    async def _begin(self) -> tuple[asyncio.Future[None], bool]:
+        """The open shared transaction's commit, and whether this task began it (a new
+        transaction if none is open). While one task waits for the write lock, the others that
+        want a transaction wait for that task and then join the transaction it began."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        loop = asyncio.get_running_loop()
+        while self.pending is None:
+            if self.waiters is not None:
+                # A future of its own: a waiter cancelled (its request's deadline) leaves the
+                # others waiting, and each wakes before the commit that is scheduled below.
+                woken = loop.create_future()
+                self.waiters.append(woken)
+                await woken
+                continue
+            waiters = self.waiters = []
+            try:
+                await self._lock(deadline)
+            finally:
+                self.waiters = None
+                for woken in waiters:
+                    if not woken.done():
+                        woken.set_result(None)
             self.pending = loop.create_future()
             self.pending.add_done_callback(_retrieve)
             loop.call_soon(self._commit_group)
-        return self.pending
+            return self.pending, True
+        return self.pending, False
+
+    async def _lock(self, deadline: float) -> None:
+        """``BEGIN IMMEDIATE``: the write lock up front, so two processes never both read and
+        then both try to write. SQLite's own wait for a lock another process holds (the
+        ``busy_timeout``) sleeps in the calling thread, 1 ms and more at a time, and that
+        thread is the event loop: every request of this worker would stop until the other
+        worker commits, so two workers wrote no faster than one. Here the statement does not
+        wait, and the loop goes on serving while this task sleeps between tries."""
+        delays = iter(LOCK_RETRY_DELAYS)
+        while True:
+            if self.guard is not None:
+                self.guard.check()
+            try:
+                self.conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    return
+                finally:
+                    self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise StoreUnavailable() from exc
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable("The session store is locked by another process's write.") from exc
+            await asyncio.sleep(next(delays, LOCK_RETRY_DELAYS[-1]))
 
     def _commit_group(self) -> None:
         pending = self.pending
@@ -442,6 +487,8 @@ class _SqliteSessions(SqlSessions):
 
 class SqliteStores(Stores):
     """All three roles over one connection to one file, created and migrated on open."""
+
+    claims_in_transaction = True
 
     def __init__(self, path: str | Path, *, migrate_on_open: bool = True) -> None:
         self.path = str(path)
