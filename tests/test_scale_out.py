@@ -305,6 +305,38 @@ def test_serve_with_two_workers_answers_every_request_from_the_shared_store(
         server.stop()
 
 
+def test_two_workers_creating_at_once_on_sqlite_answer_every_create_and_keep_each_token_single_use(
+    http: httpx.Client, tmp_path: Path
+) -> None:
+    """Both workers write the one file: one waits for the other's write lock (without stopping
+    its event loop) and no create is refused, lost or allowed twice."""
+    server = start_workers(tmp_path, 2)
+    try:
+        canvas, user = server.add_institution(), CanvasUser()
+        onboard(server, canvas, user)
+        tokens = [canvas.jwt_token(user, resource_link_id=f"link-{i}") for i in range(300)]
+
+        def create(token: str) -> httpx.Response:
+            # A new connection each, which the kernel may hand to either worker.
+            return http.post(
+                server.url + "/api/sessions", json={"jwt_token": token}, headers={"connection": "close"}
+            )
+
+        with ThreadPoolExecutor(16) as pool:
+            created = list(pool.map(create, tokens))
+            assert [r.status_code for r in created] == [201] * len(tokens), {r.text for r in created}
+            ids = [r.json()["sessionId"] for r in created]
+            assert list(pool.map(lambda i: status(http, server, i), ids)) == [200] * len(ids)
+            replayed = list(pool.map(create, tokens[:20]))
+        assert {(r.status_code, r.json()["code"]) for r in replayed} == {(401, "token_already_used")}
+        with sqlite3.connect(server.db_path) as conn:
+            stored = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        conn.close()
+        assert stored == len(ids) + 1  # and the launch's
+    finally:
+        server.stop()
+
+
 # -- first start ------------------------------------------------------------------------------
 
 _MIGRATE_AT = """

@@ -252,8 +252,11 @@ class SessionService:
         events: EventSink | None = None,
         guard: InstitutionGuard | None = None,
         jwks_fetcher: v13.JwksFetcher | None = None,
+        request_id: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.stores = stores
+        #: The id of the request being served (the web layer's), stamped on each audit event.
+        self.request_id = request_id
         self.policy = policy
         self.terms = terms
         self.clock = clock
@@ -290,6 +293,7 @@ class SessionService:
                     user_id=user_id,
                     institution_id=institution_id,
                     session_hash=session_hash(id_hash) if id_hash else None,
+                    request_id=self.request_id(),
                     detail=detail,
                 )
             )

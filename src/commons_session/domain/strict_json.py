@@ -72,27 +72,39 @@ def _encodable(value: Any) -> bool:
     return True
 
 
+class _Duplicate(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
+    return result
+
+
+# One decoder for every call: ``json.loads`` with hooks builds a new one each time.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_reject_duplicates, parse_constant=_constant, parse_float=_float, parse_int=_int
+)
+
+
 def json_object(raw: bytes, subject: str, error: Callable[[str], Exception]) -> dict[str, Any]:
     """Parse ``raw`` as one UTF-8 I-JSON object. Raises ``error(message)`` naming ``subject``
     (e.g. "The JWT payload") when it is not, or repeats a key."""
-
-    def reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise error(f"{subject} repeats the key {key!r}.")
-            result[key] = value
-        return result
-
     try:
         text = raw.decode("utf-8")
-        value = json.loads(
-            text,
-            object_pairs_hook=reject_duplicates,
-            parse_constant=_constant,
-            parse_float=_float,
-            parse_int=_int,
-        )
+        if text.startswith("\ufeff"):  # what json.loads refuses and JSONDecoder.decode does not check
+            raise ValueError("a byte order mark")
+        value = _DECODER.decode(text)
+    except _Duplicate as exc:
+        raise error(f"{subject} repeats the key {exc.key!r}.") from exc
     except _Refused as exc:
         raise error(f"{subject} is not I-JSON: {exc}.") from exc
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import ipaddress
 import logging
@@ -35,13 +34,14 @@ __all__ = ["audit_sink", "build_service", "create_app"]
 
 
 def audit_sink(records: RecordStore) -> EventSink:
-    """Count each event in the metrics, then append it to the audit table with the id of the
-    request that caused it. A failed write raises; the service logs it and carries on."""
+    """Count each event in the metrics, then append it to the audit table (the service stamps
+    it with the id of the request that caused it). A failed write raises; the service logs it
+    and carries on."""
 
     async def write(event: AuditEvent) -> None:
         metrics().count_event(event)
         try:
-            await records.add_audit_event(dataclasses.replace(event, request_id=request_id.get()))
+            await records.add_audit_event(event)
         except Exception:
             metrics().audit_failures.inc()
             raise
@@ -77,6 +77,7 @@ def build_service(
         events=audit_sink(stores.records),
         guard=guard,
         jwks_fetcher=make_jwks_fetcher(settings.store_timeout),
+        request_id=request_id.get,
     )
 
 

@@ -340,7 +340,7 @@ class SqlRecords(_SqlStore, RecordStore):
                 event.institution_id,
                 event.session_hash,
                 event.request_id,
-                json.dumps(event.detail),
+                orjson.dumps(event.detail).decode() if event.detail else "{}",
             ),
         )
 
