@@ -132,6 +132,12 @@ class Processes:
         self.started.append(proc)
         return proc
 
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        self.started.remove(proc)
+
     def stop_all(self) -> None:
         for proc in self.started:
             with contextlib.suppress(ProcessLookupError):
@@ -732,6 +738,34 @@ CATEGORIES = [  # checked from the innermost frame out; the first frame that mat
 ]
 
 
+#: A create's steps (issue 14 asks for the breakdown): a sample belongs to the first step, in
+#: this order, that any frame of its stack names; the last ones catch what the others leave.
+CREATE_STEPS = [
+    ("JWT parse (base64url, strict JSON)", ("parse (commons_session/domain/tokens.py",)),
+    ("JWT verify (HMAC, claims)", ("verify (commons_session/domain/tokens.py",)),
+    ("institution lookup", ("get_institution (",)),
+    ("user and terms lookup", ("find_user_accepted (",)),
+    ("LTI parameters (identity, profile)", ("parse_identity (", "parse_profile (", "_merge (")),
+    ("single-use claim", ("_single_use (",)),
+    (
+        "rate limits (address, institution)",
+        ("RateLimiter.", "commons_session/stores/counters.py", "_admit ("),
+    ),
+    ("new session (id, hash, contents, insert)", ("_issue (",)),
+    ("audit row", ("_emit_created (",)),
+    ("commit (one per loop turn, shared)", ("_commit_group (",)),
+    ("reading the body", ("read_body (",)),
+    (
+        "the answer (contents, JSON, cookie)",
+        ("SessionService.contents (", "FastJSONResponse", "set_session_cookie ("),
+    ),
+    ("writing the answer (granian's send, in Rust)", ("ServerErrorMiddleware.__call__.<locals>._send",)),
+    ("service, the rest (deadline, transaction scope)", ("create_from_jwt (",)),
+    ("route, the rest (cross-site check, cookies held)", ("create_session (",)),
+    ("HTTP layers (middleware, routing)", ("commons_session/http/", "starlette/")),
+]
+
+
 def profile(runner: Runner, m: Measure, seconds: int, out: Path) -> dict[str, Any]:
     """py-spy samples the server's worker (non-blocking, 250 Hz) while wrk drives it."""
     assert m.server.proc is not None
@@ -770,6 +804,7 @@ def summarise_profile(raw: Path) -> dict[str, Any]:
     total = 0
     own: dict[str, int] = {}
     categories: dict[str, int] = {}
+    steps: dict[str, int] = {}
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         frames = [f for f in stack.split(";") if not f.startswith("process ")]
@@ -787,9 +822,16 @@ def summarise_profile(raw: Path) -> dict[str, Any]:
                 category = found
                 break
         categories[category] = categories.get(category, 0) + count
+        step = next(
+            (label for label, keys in CREATE_STEPS if any(k in f for f in frames for k in keys)),
+            "event loop and the rest",
+        )
+        steps[step] = steps.get(step, 0) + count
     top = sorted(own.items(), key=lambda kv: -kv[1])[:12]
+    order = [label for label, _ in CREATE_STEPS] + ["event loop and the rest"]
     return {
         "samples": total,
+        "steps": [(k, steps[k] / max(total, 1)) for k in order if k in steps],
         "top": [(k, v / max(total, 1)) for k, v in top],
         "categories": sorted(((k, v / max(total, 1)) for k, v in categories.items()), key=lambda kv: -kv[1]),
     }
@@ -1033,6 +1075,9 @@ def profile_section(profiles: dict[str, dict[str, Any]]) -> str:
         parts += [f"| {k} | {v:.0%} |" for k, v in p["categories"]]
         parts.append("\n| function where the sample was taken (self time) | share |\n|---|--:|")
         parts += [f"| `{k}` | {v:.0%} |" for k, v in p["top"]]
+        if title.startswith("create"):
+            parts.append("\n| step of the create (every frame below it included) | share |\n|---|--:|")
+            parts += [f"| {k} | {v:.0%} |" for k, v in p.get("steps", [])]
         parts.append("")
     return "\n".join(parts)
 
@@ -1158,6 +1203,19 @@ def main() -> int:
                 profiles[f"{what}, {store}, one worker, {plan.connections} connections"] = profile(
                     runner, m, plan.profile_seconds, tmp
                 )
+        with step(timings, "scale-out: PostgreSQL + Redis, one instance and two"):
+            import scale_out  # here: it imports this module
+
+            scaled = scale_out.measure(
+                tmp,
+                procs,
+                redis,
+                redis_pgid,
+                seconds=plan.seconds,
+                rounds=plan.rounds,
+                sessions=plan.small,
+                connections=plan.connections,
+            )
         counts = {
             "SQLite small-create after the run": sqlite_count(tmp / "small-create.db"),
             "SQLite big-create after the run": sqlite_count(tmp / "big-create.db"),
@@ -1179,6 +1237,7 @@ def main() -> int:
             "measures": [{"key": m.key, "runs": [dataclasses.asdict(r) for r in m.runs]} for m in measures],
             "checks": [dataclasses.asdict(c) for c in found],
             "profiles": profiles,
+            "scale_out": {k: dataclasses.asdict(v) for k, v in scaled.items()},
             "elapsed_s": elapsed,
         }
         (results_dir / "run.json").write_text(json.dumps(raw, indent=2))
@@ -1204,6 +1263,7 @@ def main() -> int:
                 ),
                 "server_choice": server_choice(measures, plan),
                 "profiles": profile_section(profiles),
+                "scale_out": scale_out.table(scaled),
                 "small": size_label(plan.small),
                 "big": size_label(plan.big),
             },

@@ -26,14 +26,17 @@ class Population:
     institution_id: int
 
 
-def onboard(db: Path, count: int, name: str = "Bench U") -> Population:
+def onboard(db: Path, count: int, name: str = "Bench U", *, database_url: str | None = None) -> Population:
     """An institution and ``count`` users who launched and accepted the terms, written through
-    the stores as a launch writes them."""
+    the stores as a launch writes them: into the SQLite file ``db``, or the database at
+    ``database_url`` (PostgreSQL) if one is given."""
     from tests.canvas import CanvasUser, FakeCanvas
 
     from commons_session.config import Settings
     from commons_session.domain.service import session_contents
     from commons_session.lti import v11 as lti
+    from commons_session.stores.base import Stores
+    from commons_session.stores.factory import make_stores
     from commons_session.stores.sqlite import SqliteStores
 
     canvas = FakeCanvas("bench-" + secrets.token_hex(4), secrets.token_urlsafe(16))
@@ -41,7 +44,12 @@ def onboard(db: Path, count: int, name: str = "Bench U") -> Population:
     version = Settings.model_fields["terms_version"].default
 
     async def go() -> Population:
-        stores = SqliteStores(db)
+        stores: Stores
+        if database_url is None:
+            stores = SqliteStores(db)
+        else:
+            stores = make_stores(database_url, idle_timeout=3_600, timeout=10)
+            await stores.open()
         now = time.time()
         institution = await stores.records.add_institution(canvas.consumer_key, name, canvas.secret, now)
         ids, contents = [], []
