@@ -452,6 +452,55 @@ def test_find_user_accepted_answers_find_user_and_has_accepted_together(stores: 
     run(body)
 
 
+def test_get_institution_and_user_answers_both_lookups_and_never_a_user_of_another_institution(
+    stores: Stores,
+) -> None:
+    async def body() -> None:
+        records = stores.records
+        mine, theirs = await _institution(stores), await _institution(stores, secret="other")
+        identity = _identity(mine)
+        user = await records.record_launch(identity, _profile(), {}, NOW)
+        # The same Canvas user id and guid at another institution is another person.
+        twin = await records.record_launch(
+            Identity(theirs.id, GUID, identity.lti_user_id), _profile(full_name="Twin"), {}, NOW
+        )
+        await records.accept_terms(twin.id, "v1", NOW)
+        lti = identity.lti_user_id
+
+        assert await records.get_institution_and_user("no-such-key", GUID, lti, "v1") == (None, None)
+        assert await records.get_institution_and_user(mine.consumer_key, GUID, None, "v1") == (mine, None)
+        assert await records.get_institution_and_user(mine.consumer_key, GUID, "nobody", "v1") == (mine, None)
+        assert await records.get_institution_and_user(mine.consumer_key, "other-guid", lti, "v1") == (
+            mine,
+            None,
+        )
+        assert await records.get_institution_and_user(mine.consumer_key, GUID, lti, "v1") == (
+            mine,
+            (user, False),
+        )
+        await records.accept_terms(user.id, "v1", NOW)
+        assert await records.get_institution_and_user(mine.consumer_key, GUID, lti, "v1") == (
+            mine,
+            (user, True),
+        )
+        assert await records.get_institution_and_user(mine.consumer_key, GUID, lti, "v2") == (
+            mine,
+            (user, False),
+        )
+        assert await records.get_institution_and_user(theirs.consumer_key, GUID, lti, "v1") == (
+            theirs,
+            (twin, True),
+        )
+        # What changed is seen at once: a rotated secret, a disabled user.
+        rotated = await records.rotate_secret(mine.consumer_key, "new-secret")
+        disabled = await records.set_user_disabled(user.id, True, NOW)
+        found = await records.get_institution_and_user(mine.consumer_key, GUID, lti, "v1")
+        assert found == (rotated, (disabled, True)) and found[0] is not None
+        assert found[0].secrets == ("new-secret", "s3cret")
+
+    run(body)
+
+
 def test_set_institution_disabled_marks_only_that_institution_until_enabled_again(stores: Stores) -> None:
     async def body() -> None:
         institution, other = await _institution(stores), await _institution(stores)

@@ -31,6 +31,7 @@ from ..errors import (
     DuplicateRegistration,
     Forbidden,
     InstitutionDisabled,
+    InvalidClaims,
     InvalidExchangeCode,
     InvalidSession,
     NeverLaunched,
@@ -485,7 +486,18 @@ class SessionService:
     async def _create_from_jwt(self, token: str, user_agent: str | None, who: _Who) -> Issued:
         policy = self.policy
         parsed = tokens.parse(token, policy.jwt_max_bytes)
-        institution = await self.stores.records.get_institution(parsed.consumer_key)
+        # The institution and, within it, the user the claims name, in one lookup. The claims
+        # are as sent: nothing read with them is used unless the signature verifies below.
+        try:
+            named: Identity | None = v11.parse_identity(parsed.payload, 0, from_token=True)
+        except InvalidClaims:  # refused below, after the signature, in the order PyJWT refuses
+            named = None
+        institution, found = await self.stores.records.get_institution_and_user(
+            parsed.consumer_key,
+            named.tool_consumer_instance_guid if named else "",
+            named.lti_user_id if named else None,
+            self.terms.version,
+        )
         if institution is None:
             raise UnknownKey()
         who.institution_id = institution.id
@@ -496,7 +508,9 @@ class SessionService:
             parsed, institution, now=now, max_age=policy.jwt_max_age, future_skew=policy.jwt_future_skew
         )
         identity = v11.parse_identity(claims, institution.id, from_token=True)
-        found = await self.stores.records.find_user_accepted(identity, self.terms.version)
+        named_user = (named.tool_consumer_instance_guid, named.lti_user_id) if named else None
+        if named_user != (identity.tool_consumer_instance_guid, identity.lti_user_id):
+            found = await self.stores.records.find_user_accepted(identity, self.terms.version)
         if found is None:
             raise NeverLaunched()
         user, accepted = found

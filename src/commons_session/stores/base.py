@@ -85,6 +85,19 @@ class RecordStore:
             return None
         return user, await self.has_accepted(user.id, version)
 
+    async def get_institution_and_user(
+        self, consumer_key: str, consumer_guid: str, lti_user_id: str | None, version: str
+    ) -> tuple[Institution | None, tuple[User, bool] | None]:
+        """``get_institution(consumer_key)`` and, within that institution only, what
+        ``find_user_accepted`` answers for the user (``consumer_guid``, ``lti_user_id``): what
+        a create from a JWT asks first, which a backend may answer in one query. No user is
+        looked for when ``lti_user_id`` is None."""
+        institution = await self.get_institution(consumer_key)
+        if institution is None or lti_user_id is None:
+            return institution, None
+        identity = Identity(institution.id, consumer_guid, lti_user_id)
+        return institution, await self.find_user_accepted(identity, version)
+
     async def get_user(self, user_id: str) -> User | None:
         """The user with this id, or None."""
         raise NotImplementedError("subclasses of RecordStore must provide get_user()")

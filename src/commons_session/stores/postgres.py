@@ -15,9 +15,10 @@ import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
 
+from ..domain.audit import AuditEvent
 from ..errors import SchemaTooNew, StoreUnavailable
 from .base import Stores
-from .sql import Row, SqlOnce, SqlRecords, SqlSessions, UniqueViolation
+from .sql import Row, SqlOnce, SqlRecords, SqlSessions, UniqueViolation, audit_insert, audit_row
 
 __all__ = ["PostgresDatabase", "PostgresStores", "latest_version"]
 
@@ -199,6 +200,77 @@ async def schema_version(conn: psycopg.AsyncConnection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
+class _PostgresRecords(SqlRecords):
+    """Audit rows batched: the events written in one turn of the event loop (under load, the
+    creates of many requests) go in a few multi-row INSERTs, not a round trip each. Each caller
+    is answered only once its row is in, so a crash loses none that a caller was told is
+    written; if an INSERT fails, its rows are tried alone, so one bad row fails only its own
+    caller."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        super().__init__(db)
+        self._queued: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._writing: set[asyncio.Task[None]] = set()
+
+    async def add_audit_event(self, event: AuditEvent) -> None:
+        loop = asyncio.get_running_loop()
+        written = loop.create_future()
+        self._queued.append((audit_row(event), written))
+        if len(self._queued) == 1:
+            loop.call_soon(self._flush)
+        # A caller that stops waiting (its request's deadline) does not take its row back.
+        await asyncio.shield(written)
+
+    def _flush(self) -> None:
+        if self._queued:
+            task = asyncio.ensure_future(self._write(self._queued))
+            self._queued = []
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+
+    async def _write(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[None]]]) -> None:
+        # Chunks of 2**k rows (a 37-row batch: 32 + 4 + 1), so only a few statement texts
+        # exist for psycopg to prepare and for _pg to remember.
+        while batch:
+            size = min(1 << (len(batch).bit_length() - 1), _MAX_AUDIT_ROWS)
+            chunk, batch = batch[:size], batch[size:]
+            try:
+                await self.db.execute(audit_insert(size), [v for row, _ in chunk for v in row])
+            except Exception as exc:
+                if size == 1:
+                    _settle(chunk[0][1], exc)
+                    continue
+                for row, written in chunk:
+                    try:
+                        await self.db.execute(audit_insert(1), row)
+                    except Exception as alone:
+                        _settle(written, alone)
+                    else:
+                        _settle(written, None)
+            else:
+                for _, written in chunk:
+                    _settle(written, None)
+
+    async def drain(self) -> None:
+        """Write what is queued, and wait for what is being written (before the pool closes)."""
+        self._flush()
+        if self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
+
+
+#: Rows per audit INSERT at most (8 parameters each, well inside PostgreSQL's 65,535).
+_MAX_AUDIT_ROWS = 256
+
+
+def _settle(written: asyncio.Future[None], error: Exception | None) -> None:
+    if written.done():  # cancelled: nobody waits for it
+        return
+    if error is None:
+        written.set_result(None)
+    else:
+        written.set_exception(error)
+
+
 class PostgresStores(Stores):
     def __init__(
         self,
@@ -226,7 +298,8 @@ class PostgresStores(Stores):
             reconnect_timeout=0,  # keep trying to reconnect for as long as it takes
         )
         db = PostgresDatabase(self.pool)
-        super().__init__(SqlRecords(db), SqlSessions(db), SqlOnce(db))
+        self._records = _PostgresRecords(db)
+        super().__init__(self._records, SqlSessions(db), SqlOnce(db))
 
     async def open(self) -> None:
         # The pool first: it keeps reconnecting in the background, so even if the checks below
@@ -245,4 +318,5 @@ class PostgresStores(Stores):
         await PostgresDatabase(self.pool).fetchone("SELECT 1")
 
     async def close(self) -> None:
+        await self._records.drain()
         await self.pool.close()

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import lru_cache
 from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
@@ -78,6 +79,35 @@ SESSION_COLUMNS = (
     "id_hash, user_id, institution_id, contents, created_at, last_seen_at, expires_at, user_agent"
 )
 AUDIT_COLUMNS = "at, event, reason, user_id, institution_id, session_hash, request_id, detail"
+
+
+def audit_row(event: AuditEvent) -> tuple[Any, ...]:
+    """An event as the values of ``AUDIT_COLUMNS``."""
+    detail = orjson.dumps(event.detail).decode() if event.detail else "{}"
+    return (
+        event.at,
+        event.event,
+        event.reason,
+        event.user_id,
+        event.institution_id,
+        event.session_hash,
+        event.request_id,
+        detail,
+    )
+
+
+@lru_cache(maxsize=64)
+def audit_insert(rows: int) -> str:
+    """One INSERT of ``rows`` audit rows (the ``audit_row`` of each, in turn, as its parameters)."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {values}"
+
+
+_INSTITUTION_FIELDS = [c.strip() for c in INSTITUTION_COLUMNS.split(",")]
+_JOINED_COLUMNS = ", ".join(
+    [f"CAST(i.{c} AS TEXT)" if c == "settings" else f"i.{c}" for c in _INSTITUTION_FIELDS]
+    + [f"CAST(u.{c} AS TEXT)" if c == "profile" else f"u.{c}" for c in USER_COLUMNS.split(", ")]
+)
 
 
 LTI13_COLUMNS = (
@@ -291,6 +321,29 @@ class SqlRecords(_SqlStore, RecordStore):
         )
         return None if row is None else (_user(tuple(row[:-1])), bool(row[-1]))
 
+    async def get_institution_and_user(
+        self, consumer_key: str, consumer_guid: str, lti_user_id: str | None, version: str
+    ) -> tuple[Institution | None, tuple[User, bool] | None]:
+        if lti_user_id is None:
+            return await self.get_institution(consumer_key), None
+        # One round trip instead of two on every create. The JSON columns as text, so PostgreSQL's
+        # rows are hashable too and their conversion is remembered (_RowMemo).
+        row = await self.db.fetchone(
+            f"SELECT {_JOINED_COLUMNS}, EXISTS (SELECT 1 FROM terms_acceptances t"
+            " WHERE t.user_id = u.id AND t.version = ?)"
+            " FROM institutions i LEFT JOIN users u"
+            " ON u.institution_id = i.id AND u.consumer_guid = ? AND u.lti_user_id = ?"
+            " WHERE i.consumer_key = ?",
+            (version, consumer_guid, lti_user_id, consumer_key),
+        )
+        if row is None:
+            return None, None
+        width = len(_INSTITUTION_FIELDS)
+        institution = _institution(tuple(row[:width]))
+        if row[width] is None:  # no such user in this institution
+            return institution, None
+        return institution, (_user(tuple(row[width:-1])), bool(row[-1]))
+
     async def get_user(self, user_id: str) -> User | None:
         row = await self.db.fetchone(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
         return None if row is None else _user(row)
@@ -330,19 +383,7 @@ class SqlRecords(_SqlStore, RecordStore):
         return _user(row)
 
     async def add_audit_event(self, event: AuditEvent) -> None:
-        await self.db.execute(
-            f"INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.at,
-                event.event,
-                event.reason,
-                event.user_id,
-                event.institution_id,
-                event.session_hash,
-                event.request_id,
-                orjson.dumps(event.detail).decode() if event.detail else "{}",
-            ),
-        )
+        await self.db.execute(audit_insert(1), audit_row(event))
 
     async def list_audit_events(
         self,
