@@ -18,6 +18,7 @@ from ..domain.service import InstitutionGuard, Policy, SessionService
 from ..domain.terms import Terms
 from ..errors import StoreError, StoreUnavailable
 from ..logs import configure_logging, flush_access_lines, request_id
+from ..metrics import flush as flush_metrics
 from ..metrics import instrument, metrics
 from ..stores.base import RecordStore, Stores
 from ..stores.factory import make_counter
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await stores.close()
         flush_access_lines()
+        flush_metrics()
         logging.getLogger("commons_session").info("shut down: stores closed")
 
     app = Starlette(

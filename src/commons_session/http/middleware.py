@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..domain.service import REQUEST_STARTED
 from ..logs import request_id, write_access_line
-from ..metrics import metrics
+from ..metrics import PendingCounter, PendingHistogram, metrics
 
 __all__ = [
     "CLIENT_ADDRESS",
@@ -127,8 +127,8 @@ class RequestMiddleware:
         if found is None:
             labels = (method, route, str(status))
             found = (
-                metrics().requests.labels(*labels).inc,
-                metrics().request_seconds.labels(*labels).observe,
+                PendingCounter(metrics().requests.labels(*labels)).inc,
+                PendingHistogram(metrics().request_seconds.labels(*labels)).observe,
             )
             self._children[key] = found  # bounded: methods x route templates x statuses
         return found
