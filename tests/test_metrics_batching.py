@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +71,12 @@ def test_a_batch_adds_exactly_what_observing_each_value_adds(observed: list[floa
 
 
 def _count(child: Any) -> float:
-    return sum(bucket.get() for bucket in child._buckets)
+    return float(sum(bucket.get() for bucket in child._buckets))
 
 
-def test_pending_counts_arrive_by_the_timer_and_before_metrics_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pending_counts_arrive_by_the_timer_and_before_metrics_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     registry = CollectorRegistry()
     child = Histogram("u_seconds", "u", ("op",), registry=registry).labels("get")
     pending = PendingHistogram(child)
@@ -111,9 +114,9 @@ def test_the_counts_of_a_worker_shutting_down_are_added_before_it_exits(
 
     async def run() -> tuple[float, float]:
         startup: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        sent: list[dict[str, Any]] = []
+        sent: list[MutableMapping[str, Any]] = []
 
-        async def lifespan_send(message: dict[str, Any]) -> None:
+        async def lifespan_send(message: MutableMapping[str, Any]) -> None:
             sent.append(message)
 
         await startup.put({"type": "lifespan.startup"})
@@ -123,14 +126,16 @@ def test_the_counts_of_a_worker_shutting_down_are_added_before_it_exits(
         while not any(m["type"] == "lifespan.startup.complete" for m in sent):
             await asyncio.sleep(0.01)
         before = requests._value.get()
+        answered: list[MutableMapping[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            answered.append(message)
+
         for _ in range(5):
-            answered: list[dict[str, Any]] = []
-
-            async def receive() -> dict[str, Any]:
-                return {"type": "http.request", "body": b"", "more_body": False}
-
-            async def send(message: dict[str, Any], answered: list[dict[str, Any]] = answered) -> None:
-                answered.append(message)
+            answered.clear()
 
             scope = {
                 "type": "http",

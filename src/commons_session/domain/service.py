@@ -228,14 +228,17 @@ def session_contents(user: User, profile: Profile, institution: Institution) -> 
     }
 
 
+_PROFILE_FIELDS = tuple(f.name for f in dataclasses.fields(Profile))
+
+
 def _merge(fresh: Profile, stored: Profile) -> Profile:
     """A JWT carries the same parameters as a launch; where it lacks one, keep the launch's."""
     changes = {
-        f.name: getattr(stored, f.name)
-        for f in dataclasses.fields(Profile)
-        if getattr(fresh, f.name) in (None, ())
+        name: kept
+        for name in _PROFILE_FIELDS
+        if getattr(fresh, name) in (None, ()) and (kept := getattr(stored, name)) not in (None, ())
     }
-    return dataclasses.replace(fresh, **changes)
+    return dataclasses.replace(fresh, **changes) if changes else fresh
 
 
 def iso8601(ts: float) -> str:
@@ -507,9 +510,8 @@ class SessionService:
         claims = tokens.verify(
             parsed, institution, now=now, max_age=policy.jwt_max_age, future_skew=policy.jwt_future_skew
         )
-        identity = v11.parse_identity(claims, institution.id, from_token=True)
-        named_user = (named.tool_consumer_instance_guid, named.lti_user_id) if named else None
-        if named_user != (identity.tool_consumer_instance_guid, identity.lti_user_id):
+        if named is None or claims is not parsed.payload:  # else the same claims named the user
+            identity = v11.parse_identity(claims, institution.id, from_token=True)
             found = await self.stores.records.find_user_accepted(identity, self.terms.version)
         if found is None:
             raise NeverLaunched()

@@ -230,7 +230,7 @@ def _value(params: Mapping[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         return None  # absent, JSON null, or not text
     value = value.strip()
-    if not value or "\x00" in value or _PLACEHOLDER.fullmatch(value):
+    if not value or "\x00" in value or (value[0] == "$" and _PLACEHOLDER.fullmatch(value)):
         return None  # a NUL is no text Canvas sends, and PostgreSQL cannot store one
     return value
 
