@@ -743,8 +743,12 @@ CATEGORIES = [  # checked from the innermost frame out; the first frame that mat
 CREATE_STEPS = [
     ("JWT parse (base64url, strict JSON)", ("parse (commons_session/domain/tokens.py",)),
     ("JWT verify (HMAC, claims)", ("verify (commons_session/domain/tokens.py",)),
-    ("institution lookup", ("get_institution (",)),
-    ("user and terms lookup", ("find_user_accepted (",)),
+    # One query since the institution and the user are read together; the other two frames are
+    # the fallback (claims that differ from the ones that named the user) and other stores.
+    (
+        "institution, user and terms lookup",
+        ("get_institution_and_user (", "get_institution (", "find_user_accepted ("),
+    ),
     ("LTI parameters (identity, profile)", ("parse_identity (", "parse_profile (", "_merge (")),
     ("single-use claim", ("_single_use (",)),
     (

@@ -107,26 +107,27 @@ FLUSH_SECONDS = 1.0
 _dirty: list[PendingCounter | PendingHistogram] = []
 
 
-class _Timer:
-    handle: asyncio.TimerHandle | None = None
+_timer: asyncio.TimerHandle | None = None
 
 
 def _mark(pending: PendingCounter | PendingHistogram) -> None:
+    global _timer
     _dirty.append(pending)
-    if _Timer.handle is None:
+    if _timer is None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a command, a test): nothing to batch with
             flush()
             return
-        _Timer.handle = loop.call_later(FLUSH_SECONDS, flush)
+        _timer = loop.call_later(FLUSH_SECONDS, flush)
 
 
 def flush() -> None:
     """Add every pending count to prometheus_client's values."""
-    if _Timer.handle is not None:
-        _Timer.handle.cancel()
-        _Timer.handle = None
+    global _timer
+    if _timer is not None:
+        _timer.cancel()
+        _timer = None
     dirty = _dirty[:]
     _dirty.clear()
     for pending in dirty:

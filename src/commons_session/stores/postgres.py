@@ -234,22 +234,20 @@ class _PostgresRecords(SqlRecords):
         while batch:
             size = min(1 << (len(batch).bit_length() - 1), _MAX_AUDIT_ROWS)
             chunk, batch = batch[:size], batch[size:]
-            try:
-                await self.db.execute(audit_insert(size), [v for row, _ in chunk for v in row])
-            except Exception as exc:
-                if size == 1:
-                    _settle(chunk[0][1], exc)
-                    continue
-                for row, written in chunk:
-                    try:
-                        await self.db.execute(audit_insert(1), row)
-                    except Exception as alone:
-                        _settle(written, alone)
-                    else:
-                        _settle(written, None)
+            error = await self._insert(chunk)
+            if error is not None and size > 1:  # tried alone, one bad row fails only its caller
+                for one in chunk:
+                    _settle(one[1], await self._insert([one]))
             else:
                 for _, written in chunk:
-                    _settle(written, None)
+                    _settle(written, error)
+
+    async def _insert(self, chunk: list[tuple[tuple[Any, ...], asyncio.Future[None]]]) -> Exception | None:
+        try:
+            await self.db.execute(audit_insert(len(chunk)), [v for row, _ in chunk for v in row])
+        except Exception as exc:
+            return exc
+        return None
 
     async def drain(self) -> None:
         """Write what is queued, and wait for what is being written (before the pool closes)."""

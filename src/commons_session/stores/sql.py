@@ -81,6 +81,9 @@ SESSION_COLUMNS = (
 AUDIT_COLUMNS = "at, event, reason, user_id, institution_id, session_hash, request_id, detail"
 
 
+_AUDIT_PLACEHOLDERS = "(" + ", ".join("?" * len(AUDIT_COLUMNS.split(","))) + ")"
+
+
 def audit_row(event: AuditEvent) -> tuple[Any, ...]:
     """An event as the values of ``AUDIT_COLUMNS``."""
     detail = orjson.dumps(event.detail).decode() if event.detail else "{}"
@@ -99,7 +102,7 @@ def audit_row(event: AuditEvent) -> tuple[Any, ...]:
 @lru_cache(maxsize=64)
 def audit_insert(rows: int) -> str:
     """One INSERT of ``rows`` audit rows (the ``audit_row`` of each, in turn, as its parameters)."""
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    values = ", ".join([_AUDIT_PLACEHOLDERS] * rows)
     return f"INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {values}"
 
 
