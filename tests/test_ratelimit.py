@@ -282,10 +282,13 @@ def test_replayed_expired_and_forged_credentials_never_spend_the_institutions_bu
 
         # The school's real users still have the budget their own requests left: one create.
         with _from(srv) as school:
-            fresh = canvas.jwt_token(user, iat=int(time.time()) - 100)
+            # One clock reading for both: read twice across a second's turn, the two iats
+            # (and so the two tokens) would be the same, and the second a replay.
+            now = int(time.time())
+            fresh = canvas.jwt_token(user, iat=now - 100)
             created = school.post("/api/sessions", json={"jwt_token": fresh})
             assert created.status_code == 201, created.text
-            over = canvas.jwt_token(user, iat=int(time.time()) - 101)
+            over = canvas.jwt_token(user, iat=now - 101)
             _assert_rate_limited(school.post("/api/sessions", json={"jwt_token": over}))
 
 
